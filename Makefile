@@ -1,0 +1,31 @@
+# Every target installs what it needs: a virtual environment in .venv (ignored by git),
+# rebuilt whenever setup.cfg or pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: main test lint format slow clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+main: $(STAMP)  ## the main job: train, score, sample, save and reload a flow
+	$(BIN)/python tools/main_job.py
+
+test: $(STAMP)  ## the default test suite (lint and format checks included)
+	$(BIN)/python -m pytest -q
+
+slow: $(STAMP)  ## long training runs
+	$(BIN)/python -m pytest -q -m slow
+
+format: $(STAMP)
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,24 @@
+"""nfzoo: normalizing flows for TensorFlow / Keras 3, every layer also a TFP bijector.
+
+    import nfzoo
+    flow = nfzoo.build("maf", event_dim=2)
+    flow.fit(x, epochs=10)
+    flow.log_prob(x), flow.sample(100)
+"""
+
+from nfzoo import data, layers
+from nfzoo.bijector_layer import BijectorLayer
+from nfzoo.flow import Flow
+from nfzoo.models import architecture, build, list_architectures
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BijectorLayer",
+    "Flow",
+    "architecture",
+    "build",
+    "data",
+    "layers",
+    "list_architectures",
+]

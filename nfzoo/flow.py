@@ -1,0 +1,316 @@
+"""Flow: a base distribution plus an ordered list of BijectorLayers, as a Keras 3 model.
+
+Layer order is generative: base noise z passes through ``layers[0]`` first and
+``layers[-1]`` produces the data x, as in a Keras Sequential model whose layers run
+``forward``. With g_k the forward map of ``layers[k]``:
+
+    x = g_{K-1}(... g_0(z)),   z ~ p(z) (standard normal by default)
+    log q(x) = log p(z) + sum_k log|det d g_k^{-1} / d h_{k+1}|    (inverse pass, x -> z)
+    log q(x) = log p(z) - sum_k log|det d g_k / d h_k|            (forward pass, z -> x)
+
+``flow.bijector`` is the equivalent ``tfb.Chain(layers[::-1])`` and ``flow.distribution`` the
+``tfd.TransformedDistribution`` of the base through it.
+
+Training: ``flow.fit(x)`` minimises the negative log-likelihood (forward KL to the data); no
+loss argument is needed and ``compile`` defaults to Adam with ``jit_compile=True``. ``fit``
+compiles with the defaults if ``compile`` was not called, and initialises data-dependent layers
+(ActNorm) from the first batch before the first step. ``evaluate`` reports the NLL in nats per
+example (``loss``) and, after ``compile(bits_per_dim=True)``, bits per dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from nfzoo.bijector_layer import BijectorLayer, as_float_tensor, check_event_shape
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+__all__ = ["Flow"]
+
+#: examples used for data-dependent initialisation when ``fit`` gets arrays
+INIT_BATCH = 1024
+
+BASES = ("normal",)
+
+
+@keras.saving.register_keras_serializable(package="nfzoo")
+class Flow(keras.Model):
+    """A normalizing flow: ``log_prob``, ``sample``, ``generate``, ``encode`` and training by
+    maximum likelihood through Keras ``fit``.
+
+    Args:
+      layers: BijectorLayers in generative order (``layers[0]`` acts on the base noise).
+      event_shape: shape of one data point, e.g. ``(2,)``.
+      base: the base distribution; "normal" is the standard normal
+        ``tfd.Independent(tfd.Normal(0, 1))`` over the base event shape.
+      name, dtype: as for ``keras.Model``; every layer must have the flow's dtype.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[BijectorLayer],
+        event_shape: Sequence[int],
+        base: str = "normal",
+        name: str | None = None,
+        dtype: Any = None,
+        **kwargs,
+    ):
+        super().__init__(name=name, dtype=dtype, **kwargs)
+        if base not in BASES:
+            raise ValueError(f"Flow base must be one of {BASES}; received {base!r}.")
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Flow needs at least one layer; received an empty list.")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, BijectorLayer):
+                raise ValueError(
+                    f"Flow layers must be nfzoo BijectorLayers; layer {i} is "
+                    f"{type(layer).__name__}."
+                )
+            if layer.dtype != tf.as_dtype(self.dtype_policy.variable_dtype):
+                raise ValueError(
+                    f"Flow has dtype {self.dtype_policy.variable_dtype} but layer {i} "
+                    f"({layer.name}) has dtype {layer.dtype.name}; build both with the same dtype."
+                )
+        self.data_event_shape = tuple(int(d) for d in event_shape)
+        self.base = base
+        self.flow_layers = layers
+        self._bits_per_dim_enabled = False
+        self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
+        self.build((None, *self.data_event_shape))
+
+    def build(self, input_shape):
+        # Walk from the data side to the base side: each layer is built on its forward-input
+        # shape, which is the inverse image of the shape after it.
+        shape = tf.TensorShape(tuple(input_shape)[1:])
+        for layer in reversed(self.flow_layers):
+            shape = layer.inverse_event_shape(shape)
+            if not layer.built:
+                layer.build((None, *shape.as_list()))
+        self.base_event_shape = tuple(shape.as_list())
+
+    # ---- distributions and bijector views -------------------------------------------
+
+    @property
+    def event_size(self) -> int:
+        """Number of dimensions of one data point (for bits per dimension)."""
+        return int(np.prod(self.data_event_shape))
+
+    @property
+    def base_distribution(self) -> tfd.Distribution:
+        """The base distribution p(z). Built on each access, so that no eager constant is
+        captured by compiled or exported graphs."""
+        dtype = self.compute_dtype
+        loc = tf.zeros(self.base_event_shape, dtype=dtype)
+        return tfd.Independent(
+            tfd.Normal(loc=loc, scale=tf.ones_like(loc)),
+            reinterpreted_batch_ndims=len(self.base_event_shape),
+        )
+
+    @property
+    def bijector(self) -> tfb.Bijector:
+        """The flow as one TFP bijector: ``tfb.Chain(layers[::-1])`` (forward: z -> x)."""
+        return tfb.Chain(list(reversed(self.flow_layers)), name=f"{self.name}_chain")
+
+    @property
+    def distribution(self) -> tfd.Distribution:
+        """The flow as a ``tfd.TransformedDistribution`` of the base through ``bijector``."""
+        return tfd.TransformedDistribution(self.base_distribution, self.bijector)
+
+    @property
+    def has_inverse(self) -> bool:
+        """Whether every layer has an inverse (needed by ``log_prob`` and ``encode``)."""
+        return all(layer.has_inverse for layer in self.flow_layers)
+
+    # ---- public API ------------------------------------------------------------------
+
+    def log_prob(self, x) -> tf.Tensor:
+        """log q(x) for a batch of data points ``x`` of shape [batch..., *event_shape]."""
+        return self._log_prob(self._data(x))
+
+    def encode(self, x) -> tf.Tensor:
+        """z = f(x), the normalizing direction (needs every layer's inverse)."""
+        return self._inverse_pass(self._data(x))[0]
+
+    def generate(self, z) -> tf.Tensor:
+        """x = g(z), the generative direction: deterministic given the noise ``z``."""
+        return self._forward_pass(self._noise(z))[0]
+
+    def generate_and_log_prob(self, z) -> tuple[tf.Tensor, tf.Tensor]:
+        """(x, log q(x)) with x = g(z), in one forward pass. Works for flows without inverse
+        (planar, Sylvester): log q(x) = log p(z) - log|det dx/dz|."""
+        z = self._noise(z)
+        x, fldj = self._forward_pass(z)
+        return x, self.base_distribution.log_prob(z) - fldj
+
+    def sample(self, n: int, seed: int | None = None) -> tf.Tensor:
+        """``n`` samples x = g(z), z ~ p(z). An integer ``seed`` makes them reproducible."""
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise ValueError(f"sample expects a non-negative integer n; received {n!r}.")
+        if seed is not None:
+            seed = (int(seed), 0)  # a stateless seed: same samples on every call
+        z = self.base_distribution.sample(int(n), seed=seed)
+        return self._forward_pass(z)[0]
+
+    def call(self, inputs, training=None):
+        """Keras entry point: log q(x), so ``flow(x)`` and ``predict`` return log-densities."""
+        return self._log_prob(self._data(inputs))
+
+    # ---- passes ----------------------------------------------------------------------
+
+    def _log_prob(self, x):
+        z, ildj = self._inverse_pass(x)
+        return self.base_distribution.log_prob(z) + ildj
+
+    def _inverse_pass(self, x):
+        """x -> z through the layers in reverse order; returns (z, sum of log|det dz/dx|)."""
+        total = 0.0
+        for layer in reversed(self.flow_layers):
+            x, ldj = layer._inverse_and_log_det(x)
+            total = total + ldj
+        return x, total
+
+    def _forward_pass(self, z):
+        """z -> x through the layers in order; returns (x, sum of log|det dx/dz|)."""
+        total = 0.0
+        for layer in self.flow_layers:
+            z, ldj = layer._forward_and_log_det(z)
+            total = total + ldj
+        return z, total
+
+    def _data(self, x):
+        x = as_float_tensor(x, tf.as_dtype(self.compute_dtype), who=f"Flow {self.name!r}")
+        check_event_shape(x, self.data_event_shape, who=f"Flow {self.name!r} (data side)")
+        return x
+
+    def _noise(self, z):
+        z = as_float_tensor(z, tf.as_dtype(self.compute_dtype), who=f"Flow {self.name!r}")
+        check_event_shape(z, self.base_event_shape, who=f"Flow {self.name!r} (noise side)")
+        return z
+
+    # ---- training --------------------------------------------------------------------
+
+    def compile(
+        self,
+        optimizer: Any = "adam",
+        learning_rate: float | None = None,
+        jit_compile: bool | str = True,
+        bits_per_dim: bool = False,
+        loss: Any = None,
+        **kwargs,
+    ):
+        """Like ``keras.Model.compile``, with defaults for flows: Adam, ``jit_compile=True``,
+        and the negative log-likelihood as the loss (``loss`` must be left None).
+
+        Args:
+          learning_rate: sets Adam's learning rate when ``optimizer`` is "adam".
+          bits_per_dim: also report NLL / (D log 2) as the metric ``bits_per_dim``.
+        """
+        if loss is not None:
+            raise ValueError(
+                "Flow trains by negative log-likelihood and takes no loss; received "
+                f"loss={loss!r}. Use nfzoo's reverse-KL training for other objectives."
+            )
+        if isinstance(optimizer, str) and optimizer.lower() == "adam" and learning_rate:
+            optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        self._bits_per_dim_enabled = bool(bits_per_dim)
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is None:
+            return None
+        return {**config, "bits_per_dim": self._bits_per_dim_enabled}
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        bits_per_dim = bool(config.pop("bits_per_dim", False))
+        super().compile_from_config(config)
+        self._bits_per_dim_enabled = bits_per_dim
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        # y_pred is log q(x) (from ``call``); the loss is the mean negative log-likelihood.
+        if sample_weight is None:
+            nll = -tf.reduce_mean(y_pred)
+        else:
+            w = tf.cast(sample_weight, y_pred.dtype)
+            nll = -tf.reduce_sum(w * y_pred) / tf.reduce_sum(w)
+        if self._bits_per_dim_enabled:
+            self.bits_per_dim_tracker.update_state(nll / (self.event_size * np.log(2.0)))
+        losses = self.losses
+        return nll + tf.add_n(losses) if losses else nll
+
+    @property
+    def metrics(self):
+        metrics = super().metrics
+        if not self._bits_per_dim_enabled:
+            metrics = [m for m in metrics if m is not self.bits_per_dim_tracker]
+        return metrics
+
+    def fit(self, x=None, *args, **kwargs):
+        """``keras.Model.fit`` by negative log-likelihood; compiles with the defaults if needed
+        and initialises data-dependent layers from the first batch."""
+        if not self.compiled:
+            self.compile()
+        if not self.is_initialized and x is not None:
+            self.initialize(_first_batch(x, kwargs.get("batch_size")))
+        return super().fit(x, *args, **kwargs)
+
+    @property
+    def is_initialized(self) -> bool:
+        """Whether every layer with data-dependent initialisation has been initialised."""
+        return all(layer.is_data_initialized for layer in self.flow_layers)
+
+    def initialize(self, x) -> None:
+        """Initialises data-dependent layers (ActNorm) from a batch of data ``x``, running the
+        inverse pass from the data side up to the last such layer."""
+        h = self._data(x)
+        pending = [layer.needs_data_init for layer in self.flow_layers]
+        for i in reversed(range(len(self.flow_layers))):
+            if not any(pending[: i + 1]):
+                break
+            layer = self.flow_layers[i]
+            if layer.needs_data_init and not layer.is_data_initialized:
+                layer.data_initialize(h)
+            h = layer._inverse_and_log_det(h)[0]
+
+    # ---- serialisation ----------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
+            "event_shape": list(self.data_event_shape),
+            "base": self.base,
+            "layers": [keras.saving.serialize_keras_object(layer) for layer in self.flow_layers],
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layers = [
+            keras.saving.deserialize_keras_object(c, custom_objects=custom_objects)
+            for c in config.pop("layers")
+        ]
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
+        return cls(layers=layers, **config)
+
+
+def _first_batch(x, batch_size: int | None):
+    """The first batch of ``x`` (array, tensor or tf.data.Dataset), for initialisation."""
+    if isinstance(x, tf.data.Dataset):
+        batch = next(iter(x.take(1)))
+        while isinstance(batch, tuple | list):
+            batch = batch[0]
+        return batch
+    return x[: max(batch_size or 0, INIT_BATCH)]

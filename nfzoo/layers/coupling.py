@@ -1,0 +1,168 @@
+"""Coupling layers: NICE (additive) and RealNVP (affine).
+
+A binary mask splits the event into a part a that passes through and a part b that is
+transformed, conditioned on a (Dinh et al. 2014, arXiv:1410.8516; 2016, arXiv:1605.08803):
+
+    additive (NICE):   x_a = z_a,  x_b = z_b + t(z_a)                log|det| = 0
+    affine (RealNVP):  x_a = z_a,  x_b = z_b * exp(s(z_a)) + t(z_a)  log|det| = sum s(z_a)
+
+and the inverse reads the same conditioner on x_a = z_a, so both directions cost one
+conditioner pass. s is soft-clamped. The conditioner is an MLP whose last layer starts at zero,
+so each coupling layer starts as the identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from nfzoo.bijector_layer import BijectorLayer, register_layer
+from nfzoo.nets import MLP
+from nfzoo.ops import batch_constant, soft_clamp
+
+
+def coupling_mask(mask: str | Sequence[int], dim: int, flip: bool = False) -> np.ndarray:
+    """Resolves a mask spec to a 0/1 vector of length ``dim`` (1 = passes through).
+
+    "half": the first floor(dim/2) entries pass through; "alternating": even indices pass
+    through; or an explicit 0/1 sequence. ``flip`` swaps the two parts. Both parts must be
+    non-empty."""
+    if isinstance(mask, str):
+        if mask == "half":
+            m = (np.arange(dim) < dim // 2).astype(np.int64)
+        elif mask == "alternating":
+            m = (np.arange(dim) % 2 == 0).astype(np.int64)
+        else:
+            raise ValueError(
+                f"Coupling mask must be 'half', 'alternating' or a 0/1 sequence of length "
+                f"{dim}; received {mask!r}."
+            )
+    else:
+        m = np.asarray(mask, dtype=np.int64)
+        if m.shape != (dim,) or not np.isin(m, (0, 1)).all():
+            raise ValueError(
+                f"Coupling mask must be a 0/1 sequence of length {dim}; received {list(mask)}."
+            )
+    if flip:
+        m = 1 - m
+    if m.sum() == 0 or m.sum() == dim:
+        raise ValueError(
+            f"Coupling mask must leave both parts non-empty; received {m.tolist()} for dim {dim}."
+        )
+    return m
+
+
+class _Coupling(BijectorLayer):
+    """Shared body of the coupling layers: splitting, merging and the conditioner."""
+
+    #: conditioner outputs per transformed dimension (1: shift; 2: shift and log-scale)
+    params_per_dim: int
+
+    def __init__(
+        self,
+        mask: str | Sequence[int] = "half",
+        flip: bool = False,
+        hidden_units: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.mask = mask if isinstance(mask, str) else [int(m) for m in mask]
+        self.flip = bool(flip)
+        self.hidden_units = [int(h) for h in hidden_units]
+        self.activation = activation
+
+    def _build_event(self, event_shape):
+        (dim,) = event_shape
+        m = coupling_mask(self.mask, dim, self.flip)
+        self._keep = np.flatnonzero(m == 1).astype(np.int32)
+        self._move = np.flatnonzero(m == 0).astype(np.int32)
+        # Position of each coordinate in concat([kept, moved]): merges the parts back.
+        self._merge = np.argsort(np.concatenate([self._keep, self._move])).astype(np.int32)
+        self.conditioner = MLP(
+            output_dim=self.params_per_dim * len(self._move),
+            hidden_units=self.hidden_units,
+            activation=self.activation,
+            dtype=self.dtype_policy,
+            name="conditioner",
+        )
+        self.conditioner.build((None, len(self._keep)))
+
+    def _split(self, u):
+        return tf.gather(u, self._keep, axis=-1), tf.gather(u, self._move, axis=-1)
+
+    def _merge_parts(self, a, b):
+        return tf.gather(tf.concat([a, b], axis=-1), self._merge, axis=-1)
+
+    def _shift_and_log_scale(self, a):
+        """Returns (t, s) for the moved part; s is None for the additive law."""
+        raise NotImplementedError
+
+    def _forward_and_log_det(self, z):
+        a, b = self._split(z)
+        t, s = self._shift_and_log_scale(a)
+        if s is None:
+            return self._merge_parts(a, b + t), batch_constant(0.0, z, 1)
+        return self._merge_parts(a, b * tf.exp(s) + t), tf.reduce_sum(s, axis=-1)
+
+    def _inverse_and_log_det(self, x):
+        a, b = self._split(x)
+        t, s = self._shift_and_log_scale(a)
+        if s is None:
+            return self._merge_parts(a, b - t), batch_constant(0.0, x, 1)
+        return self._merge_parts(a, (b - t) * tf.exp(-s)), -tf.reduce_sum(s, axis=-1)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "mask": self.mask,
+            "flip": self.flip,
+            "hidden_units": self.hidden_units,
+            "activation": self.activation,
+        }
+
+
+@register_layer
+class AdditiveCoupling(_Coupling):
+    """NICE coupling: x_a = z_a, x_b = z_b + t(z_a); log|det dx/dz| = 0.
+
+    Cost: one conditioner pass in either direction. Dinh et al. 2014, arXiv:1410.8516.
+
+    Args:
+      mask: "half", "alternating" or a 0/1 sequence (1 = passes through).
+      flip: swap the two parts (alternate it between successive layers).
+      hidden_units, activation: the MLP conditioner.
+    """
+
+    constant_jacobian = True
+    params_per_dim = 1
+
+    def _shift_and_log_scale(self, a):
+        return self.conditioner(a), None
+
+
+@register_layer
+class AffineCoupling(_Coupling):
+    """RealNVP coupling: x_a = z_a, x_b = z_b * exp(s(z_a)) + t(z_a);
+    log|det dx/dz| = sum s(z_a), with s soft-clamped to +-``log_scale_clamp``.
+
+    Cost: one conditioner pass in either direction. Dinh et al. 2016, arXiv:1605.08803.
+
+    Args: as ``AdditiveCoupling``, plus ``log_scale_clamp`` (None: unclamped).
+    """
+
+    params_per_dim = 2
+
+    def __init__(self, *args, log_scale_clamp: float | None = 5.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log_scale_clamp = log_scale_clamp
+
+    def _shift_and_log_scale(self, a):
+        h = self.conditioner(a)
+        n = len(self._move)
+        return h[..., :n], soft_clamp(h[..., n:], self.log_scale_clamp)
+
+    def get_config(self):
+        return {**super().get_config(), "log_scale_clamp": self.log_scale_clamp}

@@ -1,0 +1,199 @@
+"""Conditioner networks, written with Keras 3 layers. The last layer of each starts at zero,
+so that every flow layer that uses one starts as the identity (or a pure shift/permutation).
+
+* ``MLP``: dense layers for coupling conditioners.
+* ``MADE``: masked autoencoder for distribution estimation (Germain et al. 2015,
+  arXiv:1502.03509): dense layers whose weights are multiplied by binary masks so that the
+  outputs for input dimension i depend only on the inputs that precede i in the ordering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["MADE", "MLP", "made_degrees", "made_masks"]
+
+
+@keras.saving.register_keras_serializable(package="nfzoo")
+class MLP(keras.layers.Layer):
+    """Dense network ``in -> hidden_units... -> output_dim``; the output layer is zero-initialised.
+
+    Args:
+      output_dim: number of outputs.
+      hidden_units: sizes of the hidden layers.
+      activation: activation of the hidden layers (a Keras activation name).
+    """
+
+    def __init__(
+        self,
+        output_dim: int,
+        hidden_units: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.output_dim = int(output_dim)
+        self.hidden_units = [int(h) for h in hidden_units]
+        self.activation = activation
+        self.hidden = [
+            keras.layers.Dense(h, activation=activation, dtype=self.dtype_policy, name=f"dense_{i}")
+            for i, h in enumerate(self.hidden_units)
+        ]
+        self.out = keras.layers.Dense(
+            self.output_dim,
+            kernel_initializer="zeros",
+            bias_initializer="zeros",
+            dtype=self.dtype_policy,
+            name="dense_out",
+        )
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.hidden:
+            layer.build(shape)
+            shape = shape[:-1] + (layer.units,)
+        self.out.build(shape)
+
+    def call(self, x):
+        for layer in self.hidden:
+            x = layer(x)
+        return self.out(x)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "output_dim": self.output_dim,
+            "hidden_units": self.hidden_units,
+            "activation": self.activation,
+        }
+
+
+def made_degrees(
+    input_dim: int, hidden_units: Sequence[int], ordering: str | Sequence[int], seed: int | None
+) -> list[np.ndarray]:
+    """Degrees of the MADE units: ``[input degrees, hidden degrees per layer...]``.
+
+    Input degrees are the ordering, a permutation of 1..D ("natural": 1..D, "reversed": D..1,
+    "random": a seeded permutation, or an explicit sequence). Hidden units cycle evenly through
+    1..D-1, so every degree is represented (Germain et al. 2015, section 4)."""
+    D = int(input_dim)
+    if isinstance(ordering, str):
+        if ordering == "natural":
+            order = np.arange(1, D + 1)
+        elif ordering == "reversed":
+            order = np.arange(D, 0, -1)
+        elif ordering == "random":
+            order = np.random.RandomState(seed).permutation(D) + 1
+        else:
+            raise ValueError(
+                f"MADE ordering must be 'natural', 'reversed', 'random' or a permutation of "
+                f"1..{D}; received {ordering!r}."
+            )
+    else:
+        order = np.asarray(ordering, dtype=np.int64)
+        if sorted(order.tolist()) != list(range(1, D + 1)):
+            raise ValueError(
+                f"MADE ordering must be a permutation of 1..{D}; received {list(ordering)}."
+            )
+    degrees = [order]
+    low = min(1, D - 1)
+    for h in hidden_units:
+        degrees.append(np.arange(h) % max(1, D - 1) + low)
+    return degrees
+
+
+def made_masks(degrees: list[np.ndarray], params_per_dim: int) -> list[np.ndarray]:
+    """Binary masks ``[in->h1, h1->h2, ..., hL->out]``: a unit may see units of degree <= its
+    own; an output of input i (degree d_i) sees only hidden units of degree < d_i, which makes
+    the Jacobian of each output block strictly triangular in the ordering."""
+    masks = []
+    for d_in, d_out in zip(degrees[:-1], degrees[1:]):
+        masks.append((d_out[None, :] >= d_in[:, None]).astype(np.float32))
+    out_degrees = np.tile(degrees[0], params_per_dim)  # output unit p*D + i has degree d_i
+    masks.append((out_degrees[None, :] > degrees[-1][:, None]).astype(np.float32))
+    return masks
+
+
+@keras.saving.register_keras_serializable(package="nfzoo")
+class MADE(keras.layers.Layer):
+    """Masked autoencoder: maps x in R^D to ``params_per_dim`` vectors in R^D, where the outputs
+    for dimension i depend only on the dimensions before i in ``ordering``.
+
+    Output shape ``[..., params_per_dim, D]``. Masks are stored as non-trainable weights, so a
+    saved model keeps its ordering even if the random generator changes. Each weight matrix is
+    multiplied by its mask once per call (``W * M``, one matmul per layer).
+
+    Args:
+      params_per_dim: outputs per input dimension (2 for an affine law: shift, log-scale).
+      hidden_units: sizes of the hidden layers.
+      ordering: "natural", "reversed", "random" (seeded) or an explicit permutation of 1..D.
+      activation: activation of the hidden layers.
+      seed: seed of the random ordering and the weight initialisers.
+    """
+
+    def __init__(
+        self,
+        params_per_dim: int = 2,
+        hidden_units: Sequence[int] = (64, 64),
+        ordering: str | Sequence[int] = "natural",
+        activation: str = "relu",
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.params_per_dim = int(params_per_dim)
+        self.hidden_units = [int(h) for h in hidden_units]
+        self.ordering = ordering if isinstance(ordering, str) else [int(o) for o in ordering]
+        self.activation = activation
+        self.activation_fn = keras.activations.get(activation)
+        if seed is None and ordering == "random":
+            # Fix the seed now so that the config alone reproduces the ordering.
+            seed = int(np.random.randint(0, 2**31 - 1))
+        self.seed = seed
+
+    def build(self, input_shape):
+        D = int(input_shape[-1])
+        self.input_dim = D
+        degrees = made_degrees(D, self.hidden_units, self.ordering, self.seed)
+        masks = made_masks(degrees, self.params_per_dim)
+        sizes = [D, *self.hidden_units, self.params_per_dim * D]
+        self.kernels, self.biases, self.masks = [], [], []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            last = i == len(sizes) - 2
+            seed = None if self.seed is None else self.seed + i
+            init = "zeros" if last else keras.initializers.GlorotUniform(seed=seed)
+            self.kernels.append(self.add_weight(shape=(n_in, n_out), initializer=init, name=f"kernel_{i}"))
+            self.biases.append(self.add_weight(shape=(n_out,), initializer="zeros", name=f"bias_{i}"))
+            mask = self.add_weight(
+                shape=(n_in, n_out), initializer="zeros", trainable=False, name=f"mask_{i}"
+            )
+            mask.assign(masks[i].astype(mask.dtype))
+            self.masks.append(mask)
+
+    def call(self, x):
+        h = x
+        n = len(self.kernels)
+        for i in range(n):
+            h = tf.matmul(h, self.kernels[i] * self.masks[i]) + self.biases[i]
+            if i < n - 1:
+                h = self.activation_fn(h)
+        batch = tf.shape(x)[:-1]
+        return tf.reshape(h, tf.concat([batch, [self.params_per_dim, self.input_dim]], 0))
+
+    @property
+    def input_degrees(self) -> np.ndarray:
+        return made_degrees(self.input_dim, self.hidden_units, self.ordering, self.seed)[0]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "params_per_dim": self.params_per_dim,
+            "hidden_units": self.hidden_units,
+            "ordering": self.ordering,
+            "activation": self.activation,
+            "seed": self.seed,
+        }

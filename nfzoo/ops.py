@@ -1,0 +1,43 @@
+"""Small numerical helpers shared by the flow layers."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def soft_clamp(x: tf.Tensor, bound: float | None) -> tf.Tensor:
+    """``bound * tanh(x / bound)``: identity near 0, smooth, and never beyond +-bound.
+
+    Log-scales pass through this so that ``exp(log_scale)`` stays finite in float32 whatever
+    the conditioner outputs. ``bound=None`` disables the clamp."""
+    if bound is None:
+        return x
+    return bound * tf.tanh(x / bound)
+
+
+def sum_event(x: tf.Tensor, event_ndims: int) -> tf.Tensor:
+    """Sums the trailing ``event_ndims`` axes of ``x`` (per-dimension log-dets to one value
+    per batch element)."""
+    if event_ndims == 0:
+        return x
+    return tf.reduce_sum(x, axis=list(range(-event_ndims, 0)))
+
+
+def batch_constant(value: tf.Tensor, like: tf.Tensor, event_ndims: int) -> tf.Tensor:
+    """Broadcasts a scalar ``value`` to the batch shape of ``like`` (its shape without the
+    trailing ``event_ndims`` axes): for layers whose log-det does not depend on the input."""
+    batch_shape = tf.shape(like)[: tf.rank(like) - event_ndims]
+    return tf.fill(batch_shape, tf.cast(value, like.dtype))
+
+
+def householder_product(vectors: tf.Tensor) -> tf.Tensor:
+    """Q = H_1 H_2 ... H_K for the rows v_k of ``vectors`` (K x D), H_k = I - 2 v v^T / |v|^2.
+
+    Q is orthogonal to rounding error whatever the v_k. Cost O(K D^2)."""
+    dim = vectors.shape[1]
+    q = tf.eye(dim, dtype=vectors.dtype)
+    for k in range(vectors.shape[0]):
+        v = vectors[k]
+        # Q H_k = Q - 2 (Q v) v^T / |v|^2
+        q = q - 2.0 * tf.tensordot(tf.linalg.matvec(q, v), v, axes=0) / tf.reduce_sum(v**2)
+    return q
