@@ -1,9 +1,9 @@
 """nfzoo: normalizing flows for TensorFlow / Keras 3, every layer also a TFP bijector.
 
-    import nfzoo
-    flow = nfzoo.build("maf", event_dim=2)
-    flow.fit(x, epochs=10)
-    flow.log_prob(x), flow.sample(100)
+import nfzoo
+flow = nfzoo.build("maf", event_dim=2)
+flow.fit(x, epochs=10)
+flow.log_prob(x), flow.sample(100)
 """
 
 from nfzoo import data, layers

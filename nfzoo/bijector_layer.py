@@ -217,7 +217,10 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
-        batch, event = shape[: len(shape) - self.event_ndims], shape[len(shape) - self.event_ndims :]
+        batch, event = (
+            shape[: len(shape) - self.event_ndims],
+            shape[len(shape) - self.event_ndims :],
+        )
         return batch + tuple(self._forward_event_shape(tf.TensorShape(event)).as_list())
 
     @property

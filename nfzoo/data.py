@@ -32,7 +32,7 @@ def split(x: np.ndarray, fractions=(0.8, 0.1, 0.1)) -> tuple[np.ndarray, ...]:
     """Splits ``x`` (already shuffled) into consecutive parts of the given fractions."""
     if not np.isclose(sum(fractions), 1.0):
         raise ValueError(f"split fractions must sum to 1; received {fractions}.")
-    cuts = np.cumsum([int(round(f * len(x))) for f in fractions[:-1]])
+    cuts = np.cumsum([round(f * len(x)) for f in fractions[:-1]])
     return tuple(np.split(x, cuts))
 
 

@@ -226,15 +226,14 @@ class Flow(keras.Model):
 
     def get_compile_config(self):
         config = super().get_compile_config()
-        if config is None:
-            return None
+        if not config:  # not compiled
+            return config
         return {**config, "bits_per_dim": self._bits_per_dim_enabled}
 
     def compile_from_config(self, config):
-        config = dict(config)
-        bits_per_dim = bool(config.pop("bits_per_dim", False))
-        super().compile_from_config(config)
-        self._bits_per_dim_enabled = bits_per_dim
+        # Keras skips models whose compile() is overridden; this one restores its own.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         # y_pred is log q(x) (from ``call``); the loss is the mean negative log-likelihood.
@@ -244,7 +243,10 @@ class Flow(keras.Model):
             w = tf.cast(sample_weight, y_pred.dtype)
             nll = -tf.reduce_sum(w * y_pred) / tf.reduce_sum(w)
         if self._bits_per_dim_enabled:
-            self.bits_per_dim_tracker.update_state(nll / (self.event_size * np.log(2.0)))
+            # weighted by examples, as Keras weights its loss tracker
+            self.bits_per_dim_tracker.update_state(
+                nll / (self.event_size * np.log(2.0)), sample_weight=tf.size(y_pred)
+            )
         losses = self.losses
         return nll + tf.add_n(losses) if losses else nll
 

@@ -62,7 +62,12 @@ def architecture(name: str) -> Architecture:
 
 
 def build(
-    arch: str, event_dim: int, *, dtype: str = "float32", seed: int = 0, name: str | None = None,
+    arch: str,
+    event_dim: int,
+    *,
+    dtype: str = "float32",
+    seed: int = 0,
+    name: str | None = None,
     **options,
 ) -> Flow:
     """Builds the architecture ``arch`` for ``event_dim``-dimensional data.
@@ -86,8 +91,9 @@ def build(
 
 def _needs_two_dims(arch: str, event_dim: int) -> None:
     if event_dim < 2:
-        raise ValueError(f"{arch} splits the event in two parts and needs event_dim >= 2; "
-                         f"received {event_dim}.")
+        raise ValueError(
+            f"{arch} splits the event in two parts and needs event_dim >= 2; received {event_dim}."
+        )
 
 
 @register_architecture("nice", "additive couplings + a final diagonal scaling", "arXiv:1410.8516")
@@ -143,9 +149,7 @@ def _radial(event_dim, dtype, seed, num_layers: int = 16):
     return [Radial(seed=seed + i, dtype=dtype) for i in range(num_layers)]
 
 
-@register_architecture(
-    "sylvester-orthogonal", "Sylvester flows, orthogonal Q", "arXiv:1803.05649"
-)
+@register_architecture("sylvester-orthogonal", "Sylvester flows, orthogonal Q", "arXiv:1803.05649")
 def _sylvester_orthogonal(event_dim, dtype, seed, num_layers: int = 8, num_vectors=None):
     return [
         SylvesterOrthogonal(num_vectors=num_vectors, seed=seed + i, dtype=dtype)

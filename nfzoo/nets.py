@@ -9,6 +9,7 @@ so that every flow layer that uses one starts as the identity (or a pure shift/p
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import keras
@@ -55,7 +56,7 @@ class MLP(keras.layers.Layer):
         shape = tuple(input_shape)
         for layer in self.hidden:
             layer.build(shape)
-            shape = shape[:-1] + (layer.units,)
+            shape = (*shape[:-1], layer.units)
         self.out.build(shape)
 
     def call(self, x):
@@ -111,7 +112,7 @@ def made_masks(degrees: list[np.ndarray], params_per_dim: int) -> list[np.ndarra
     own; an output of input i (degree d_i) sees only hidden units of degree < d_i, which makes
     the Jacobian of each output block strictly triangular in the ordering."""
     masks = []
-    for d_in, d_out in zip(degrees[:-1], degrees[1:]):
+    for d_in, d_out in itertools.pairwise(degrees):
         masks.append((d_out[None, :] >= d_in[:, None]).astype(np.float32))
     out_degrees = np.tile(degrees[0], params_per_dim)  # output unit p*D + i has degree d_i
     masks.append((out_degrees[None, :] > degrees[-1][:, None]).astype(np.float32))
@@ -162,12 +163,16 @@ class MADE(keras.layers.Layer):
         masks = made_masks(degrees, self.params_per_dim)
         sizes = [D, *self.hidden_units, self.params_per_dim * D]
         self.kernels, self.biases, self.masks = [], [], []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
             last = i == len(sizes) - 2
             seed = None if self.seed is None else self.seed + i
             init = "zeros" if last else keras.initializers.GlorotUniform(seed=seed)
-            self.kernels.append(self.add_weight(shape=(n_in, n_out), initializer=init, name=f"kernel_{i}"))
-            self.biases.append(self.add_weight(shape=(n_out,), initializer="zeros", name=f"bias_{i}"))
+            self.kernels.append(
+                self.add_weight(shape=(n_in, n_out), initializer=init, name=f"kernel_{i}")
+            )
+            self.biases.append(
+                self.add_weight(shape=(n_out,), initializer="zeros", name=f"bias_{i}")
+            )
             mask = self.add_weight(
                 shape=(n_in, n_out), initializer="zeros", trainable=False, name=f"mask_{i}"
             )

@@ -8,7 +8,9 @@ LAYER_CASES = {
     "AdditiveCoupling": lambda dt: L.AdditiveCoupling(
         mask="alternating", hidden_units=[8, 8], dtype=dt
     ),
-    "AffineCoupling": lambda dt: L.AffineCoupling(mask="half", flip=True, hidden_units=[8, 8], dtype=dt),
+    "AffineCoupling": lambda dt: L.AffineCoupling(
+        mask="half", flip=True, hidden_units=[8, 8], dtype=dt
+    ),
     "MaskedAutoregressive": lambda dt: L.MaskedAutoregressive(
         hidden_units=[8, 8], ordering="random", seed=1, dtype=dt
     ),

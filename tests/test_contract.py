@@ -246,7 +246,7 @@ def test_same_tensor_sees_new_weights(name):
     perturb(layer, seed=99)
     after = [m(z).numpy() for m in methods]
     fresh = [m(tf.identity(z)).numpy() for m in methods]  # a new tensor object: no cache
-    for b, a, f in zip(before, after, fresh):
+    for a, f in zip(after, fresh):
         np.testing.assert_array_equal(a, f)
     if layer.trainable_weights:
         assert any(not np.allclose(b, a) for b, a in zip(before, after))
@@ -319,9 +319,10 @@ def test_builder_one_jit_training_step_moves_every_weight(arch):
         _assert_every_weight_moves(flow, lambda: _reverse_kl_step(flow))
         return
     x = nfzoo.data.make_moons(64)
-    x = np.concatenate([x, np.zeros((64, DIM - 2), np.float32)], axis=1) + 0.1 * noise(
-        n=64, dtype=np.float32
-    ).numpy()
+    x = (
+        np.concatenate([x, np.zeros((64, DIM - 2), np.float32)], axis=1)
+        + 0.1 * noise(n=64, dtype=np.float32).numpy()
+    )
     _assert_every_weight_moves(flow, lambda: flow.fit(x, batch_size=64, epochs=1, verbose=0))
 
 

@@ -33,7 +33,6 @@ from nfzoo.ops import soft_clamp
 class _AffineAutoregressive(BijectorLayer):
     """Shared body of MAF and IAF (see the module docstring)."""
 
-
     def __init__(
         self,
         hidden_units: Sequence[int] = (64, 64),
@@ -120,7 +119,6 @@ class MaskedAutoregressive(_AffineAutoregressive):
       seed: seed of the ordering and initialisers.
     """
 
-
     def _inverse_and_log_det(self, x):
         return self._parallel_inverse(x, x)
 
@@ -137,7 +135,6 @@ class InverseAutoregressive(_AffineAutoregressive):
 
     Args: as ``MaskedAutoregressive``.
     """
-
 
     def _forward_and_log_det(self, z):
         return self._parallel_forward(z, z)

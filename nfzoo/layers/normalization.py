@@ -61,7 +61,9 @@ class ActNorm(BijectorLayer):
         self.initialized.assign(1.0)
 
     def _log_det(self, like):
-        return batch_constant(self._positions * tf.reduce_sum(self.log_scale), like, self.event_ndims)
+        return batch_constant(
+            self._positions * tf.reduce_sum(self.log_scale), like, self.event_ndims
+        )
 
     def _forward_and_log_det(self, z):
         return z * tf.exp(self.log_scale) + self.bias, self._log_det(z)

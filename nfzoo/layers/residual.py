@@ -2,7 +2,8 @@
 (Rezende & Mohamed 2015, arXiv:1505.05770).
 
 Planar: x = z + u' tanh(w^T z + b), with u' = u + (m(w^T u) - w^T u) w / |w|^2 and
-m(a) = -1 + softplus(a), which enforces w^T u' > -1 and so invertibility (appendix A.1).
+m(a) = -1 + max(softplus(a), 1e-3), which enforces w^T u' > -1 and so invertibility
+(appendix A.1; the margin keeps the log-det finite under rounding).
     log|det dx/dz| = log(1 + tanh'(w^T z + b) w^T u')          (matrix determinant lemma)
 The inverse reduces to a 1-D monotone equation: with a = w^T z and y = w^T x,
     a + c tanh(a + b) = y,  c = w^T u' > -1,
@@ -28,6 +29,8 @@ from nfzoo.bijector_layer import BijectorLayer, register_layer
 #: bisection steps of the planar inverse: enough to shrink [y - |c|, y + |c|] below float64
 #: resolution for |c| up to ~1e6 |y|
 PLANAR_BISECTION_STEPS = 100
+#: w^T u' >= -1 + margin
+PLANAR_CONSTRAINT_MARGIN = 1e-3
 
 
 @register_layer
@@ -48,7 +51,9 @@ class Planar(BijectorLayer):
         (dim,) = event_shape
         seed = 0 if self.seed is None else self.seed
         init = keras.initializers.RandomNormal
-        self.w = self.add_weight(shape=(dim,), initializer=init(0.0, self.init_scale, seed), name="w")
+        self.w = self.add_weight(
+            shape=(dim,), initializer=init(0.0, self.init_scale, seed), name="w"
+        )
         self.u = self.add_weight(
             shape=(dim,), initializer=init(0.0, self.init_scale, seed + 1), name="u"
         )
@@ -57,7 +62,9 @@ class Planar(BijectorLayer):
     def constrained_u(self) -> tf.Tensor:
         """u' = u + (m(w^T u) - w^T u) w / |w|^2, so that w^T u' = m(w^T u) > -1."""
         wu = tf.reduce_sum(self.w * self.u)
-        m = -1.0 + tf.nn.softplus(wu)
+        # The floor keeps w^T u' off -1 by more than float32 rounding: at exactly -1 the map is
+        # still monotone but its Jacobian can vanish (log-det -inf).
+        m = -1.0 + tf.maximum(tf.nn.softplus(wu), PLANAR_CONSTRAINT_MARGIN)
         return self.u + tf.math.divide_no_nan(m - wu, tf.reduce_sum(self.w**2)) * self.w
 
     def _forward_and_log_det(self, z):

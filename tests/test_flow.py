@@ -1,0 +1,156 @@
+"""Flow: the public API a user sees (shapes, dtypes, inputs, training, evaluation, errors)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import nfzoo
+from nfzoo import layers as L
+
+MOONS = nfzoo.data.make_moons(512, seed=3)
+
+
+def test_sample_shapes_dtypes_and_seed():
+    flow = nfzoo.build("realnvp", 2)
+    s = flow.sample(7, seed=1)
+    assert s.shape == (7, 2) and s.dtype == tf.float32
+    np.testing.assert_array_equal(s, flow.sample(7, seed=1))
+    assert not np.array_equal(flow.sample(7, seed=1), flow.sample(7, seed=2))
+    assert flow.sample(0).shape == (0, 2)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        flow.sample(-1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dtypes_flow_through(dtype):
+    flow = nfzoo.build("maf", 3, dtype=dtype, num_layers=2, hidden_units=[8])
+    assert all(w.dtype == dtype for w in flow.trainable_weights)
+    x = np.random.randn(4, 3)  # float64 input is cast to the flow's dtype, as Keras does
+    assert flow.log_prob(x).dtype == dtype
+    assert flow.sample(3).dtype == dtype
+    assert flow(x).dtype == dtype
+
+
+def test_mixed_dtypes_are_refused():
+    with pytest.raises(ValueError, match="dtype float64 but layer 0"):
+        nfzoo.Flow([L.Permute(dtype="float32")], event_shape=(2,), dtype="float64")
+
+
+def test_log_prob_matches_tfp_views():
+    flow = nfzoo.build("glow-1d", 2, dtype="float64")
+    flow.initialize(MOONS)
+    x = MOONS[:16].astype(np.float64)
+    np.testing.assert_allclose(flow.distribution.log_prob(x), flow.log_prob(x), atol=1e-10)
+    z = flow.encode(x)
+    np.testing.assert_allclose(flow.bijector.inverse(x), z, atol=1e-10)
+    np.testing.assert_allclose(flow.generate(z), x, atol=1e-10)
+    _, log_q = flow.generate_and_log_prob(z)
+    np.testing.assert_allclose(log_q, flow.log_prob(x), atol=1e-10)
+
+
+def test_fit_accepts_numpy_tensors_and_datasets():
+    for data in (
+        MOONS,
+        tf.constant(MOONS),
+        tf.data.Dataset.from_tensor_slices(MOONS).batch(128),
+        tf.data.Dataset.from_tensor_slices((MOONS,)).batch(128),
+    ):
+        flow = nfzoo.build("nice", 2, num_layers=2, hidden_units=[16])
+        history = flow.fit(
+            data,
+            epochs=1,
+            verbose=0,
+            **({} if isinstance(data, tf.data.Dataset) else {"batch_size": 128}),
+        )
+        assert np.isfinite(history.history["loss"][0])
+
+
+def test_fit_without_compile_uses_adam_and_xla():
+    flow = nfzoo.build("maf", 2, num_layers=2, hidden_units=[16])
+    flow.fit(MOONS, batch_size=128, epochs=1, verbose=0)
+    assert flow.compiled and flow.jit_compile is True
+    assert isinstance(flow.optimizer, keras.optimizers.Adam)
+
+
+def test_evaluate_reports_nll_in_nats_and_bits_per_dim():
+    flow = nfzoo.build("realnvp", 2, num_layers=2, hidden_units=[16])
+    flow.compile(bits_per_dim=True)
+    flow.fit(MOONS, batch_size=128, epochs=1, verbose=0)
+    result = flow.evaluate(MOONS, batch_size=100, verbose=0, return_dict=True)
+    nll = -np.mean(flow.log_prob(MOONS))
+    np.testing.assert_allclose(result["loss"], nll, rtol=1e-5)
+    np.testing.assert_allclose(result["bits_per_dim"], nll / (2 * np.log(2)), rtol=1e-5)
+
+
+def test_compile_refuses_a_loss():
+    flow = nfzoo.build("nice", 2)
+    with pytest.raises(ValueError, match="takes no loss"):
+        flow.compile(loss="mse")
+
+
+def test_fit_initialises_actnorm_from_the_first_batch():
+    flow = nfzoo.Flow([L.ActNorm()], event_shape=(2,))
+    assert not flow.is_initialized
+    data = 3.0 + 2.0 * np.random.RandomState(0).randn(2048, 2).astype(np.float32)
+    flow.compile(learning_rate=1e-9)  # the step barely moves: what we see is the init
+    flow.fit(data, batch_size=256, epochs=1, verbose=0)
+    assert flow.is_initialized
+    z = flow.encode(data[:1024]).numpy()
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(z.std(0), 1.0, atol=1e-3)
+
+
+def test_wrong_shapes_and_dtypes_are_clear_errors():
+    flow = nfzoo.build("maf", 2)
+    with pytest.raises(ValueError, match=r"event shape \(2,\)\); received shape \(5, 3\)"):
+        flow.log_prob(np.zeros((5, 3), np.float32))
+    with pytest.raises(ValueError, match="received dtype int64"):
+        flow.log_prob(np.zeros((5, 2), np.int64))
+    with pytest.raises(ValueError, match="noise side"):
+        flow.generate(np.zeros((5, 4), np.float32))
+    with pytest.raises(ValueError, match="Unknown architecture 'mafs'. Did you mean 'maf'"):
+        nfzoo.build("mafs", 2)
+    with pytest.raises(ValueError, match="event_dim must be a positive integer"):
+        nfzoo.build("maf", 0)
+    with pytest.raises(ValueError, match="needs event_dim >= 2"):
+        nfzoo.build("realnvp", 1)
+
+
+def test_flows_without_inverse_still_sample_with_densities():
+    flow = nfzoo.build("sylvester-orthogonal", 2)
+    assert not flow.has_inverse
+    z = np.random.randn(5, 2).astype(np.float32)
+    x, log_q = flow.generate_and_log_prob(z)
+    assert x.shape == (5, 2) and log_q.shape == (5,)
+    with pytest.raises(NotImplementedError, match="SylvesterOrthogonal .* has no inverse"):
+        flow.encode(x)
+
+
+def test_compiled_flow_reloads_compiled(tmp_path):
+    flow = nfzoo.build("nice", 2, num_layers=2, hidden_units=[8])
+    flow.compile(learning_rate=1e-3, bits_per_dim=True)
+    flow.fit(MOONS, batch_size=128, epochs=1, verbose=0)
+    flow.save(tmp_path / "f.keras")
+    loaded = keras.saving.load_model(tmp_path / "f.keras")
+    assert loaded.compiled
+    a = flow.evaluate(MOONS, verbose=0, return_dict=True)
+    b = loaded.evaluate(MOONS, verbose=0, return_dict=True)
+    assert a.keys() == b.keys() == {"loss", "bits_per_dim"}
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
+
+
+def test_list_architectures_covers_the_zoo():
+    assert set(nfzoo.list_architectures()) >= {
+        "nice",
+        "realnvp",
+        "maf",
+        "iaf",
+        "planar",
+        "radial",
+        "sylvester-orthogonal",
+        "sylvester-householder",
+        "sylvester-triangular",
+        "glow-1d",
+    }
+    assert nfzoo.architecture("maf").paper == "arXiv:1705.07057"
