@@ -235,8 +235,17 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
             return None
         return tuple(self._forward_event_shape(tf.TensorShape(self._event_shape_in)).as_list())
 
-    def get_config(self) -> dict:
-        return super().get_config()
+    def add_weight_from_array(
+        self, name: str, value, trainable: bool = True, dtype: Any = None
+    ) -> keras.Variable:
+        """A weight initialised to ``value``, for initial values computed in numpy (LU factors
+        of a rotation, seeded draws). Its dtype is the layer's unless ``dtype`` is given."""
+        value = np.asarray(value)
+        w = self.add_weight(
+            shape=value.shape, initializer="zeros", dtype=dtype, trainable=trainable, name=name
+        )
+        w.assign(value.astype(w.dtype))
+        return w
 
     # ---- data-dependent initialisation ------------------------------------------------
 

@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nfzoo.ops import fixed_seed
+
 __all__ = ["MADE", "MLP", "made_degrees", "made_masks"]
 
 
@@ -151,10 +153,7 @@ class MADE(keras.layers.Layer):
         self.ordering = ordering if isinstance(ordering, str) else [int(o) for o in ordering]
         self.activation = activation
         self.activation_fn = keras.activations.get(activation)
-        if seed is None and ordering == "random":
-            # Fix the seed now so that the config alone reproduces the ordering.
-            seed = int(np.random.randint(0, 2**31 - 1))
-        self.seed = seed
+        self.seed = fixed_seed(seed) if ordering == "random" else seed
 
     def build(self, input_shape):
         D = int(input_shape[-1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -41,3 +42,11 @@ def householder_product(vectors: tf.Tensor) -> tf.Tensor:
         # Q H_k = Q - 2 (Q v) v^T / |v|^2
         q = q - 2.0 * tf.tensordot(tf.linalg.matvec(q, v), v, axes=0) / tf.reduce_sum(v**2)
     return q
+
+
+def fixed_seed(seed: int | None) -> int:
+    """``seed``, or a fresh random one when it is None: layers fix their seed at construction
+    so that their config alone reproduces their initial weights and orderings."""
+    if seed is None:
+        return int(np.random.randint(0, 2**31 - 1))
+    return int(seed)

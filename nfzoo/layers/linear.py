@@ -24,7 +24,7 @@ import scipy.linalg
 import tensorflow as tf
 
 from nfzoo.bijector_layer import BijectorLayer, register_layer
-from nfzoo.ops import batch_constant, householder_product
+from nfzoo.ops import batch_constant, fixed_seed, householder_product
 
 
 def _random_rotation(dim: int, seed: int | None) -> np.ndarray:
@@ -65,8 +65,8 @@ class Permute(BijectorLayer):
                 f"Permute expects 'reversed', 'random' or a permutation of 0..D-1; "
                 f"received {permutation!r}."
             )
-        if seed is None and permutation == "random":
-            seed = int(np.random.randint(0, 2**31 - 1))  # the config alone reproduces it
+        if permutation == "random":
+            seed = fixed_seed(seed)  # the config alone reproduces the permutation
         self.permutation = (
             permutation if isinstance(permutation, str) else [int(p) for p in permutation]
         )
@@ -104,14 +104,7 @@ class _TriangularLinear(BijectorLayer):
 
     def __init__(self, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        if seed is None:
-            seed = int(np.random.randint(0, 2**31 - 1))
-        self.seed = seed
-
-    def _add_matrix(self, name: str, value: np.ndarray):
-        w = self.add_weight(shape=value.shape, initializer="zeros", name=name)
-        w.assign(value.astype(w.dtype))
-        return w
+        self.seed = fixed_seed(seed)
 
     def _upper(self):
         """R or U: strictly-upper weights plus the diagonal exp(log_diag)."""
@@ -143,15 +136,13 @@ class LULinear(_TriangularLinear):
         p, lower, upper = scipy.linalg.lu(_random_rotation(dim, self.seed))
         sign = np.sign(np.diag(upper))
         upper = upper * sign[None, :]  # W0 = P L U diag(sign): still a rotation, diag(U) > 0
-        self.lower = self._add_matrix("lower", lower)
-        self.upper = self._add_matrix("upper", upper)
-        self.log_diag = self._add_matrix("log_diag", np.log(np.diag(upper)))
-        self.bias = self._add_matrix("bias", np.zeros(dim))
-        perm = self.add_weight(
-            shape=(dim,), initializer="zeros", dtype="int32", trainable=False, name="permutation"
+        self.lower = self.add_weight_from_array("lower", lower)
+        self.upper = self.add_weight_from_array("upper", upper)
+        self.log_diag = self.add_weight_from_array("log_diag", np.log(np.diag(upper)))
+        self.bias = self.add_weight_from_array("bias", np.zeros(dim))
+        self.permutation = self.add_weight_from_array(  # (P v)[i] = v[perm[i]]
+            "permutation", np.argmax(p, axis=1), trainable=False, dtype="int32"
         )
-        perm.assign(np.argmax(p, axis=1).astype(np.int32))  # (P v)[i] = v[perm[i]]
-        self.permutation = perm
 
     def _unit_lower(self):
         dim = self.event_shape[-1]
@@ -194,12 +185,12 @@ class QRLinear(_TriangularLinear):
     def _build_event(self, event_shape):
         (dim,) = event_shape
         k = self.num_reflections or dim
-        self.reflections = self._add_matrix(
+        self.reflections = self.add_weight_from_array(
             "reflections", np.random.RandomState(self.seed).randn(k, dim)
         )
-        self.upper = self._add_matrix("upper", np.zeros((dim, dim)))
-        self.log_diag = self._add_matrix("log_diag", np.zeros(dim))
-        self.bias = self._add_matrix("bias", np.zeros(dim))
+        self.upper = self.add_weight_from_array("upper", np.zeros((dim, dim)))
+        self.log_diag = self.add_weight_from_array("log_diag", np.zeros(dim))
+        self.bias = self.add_weight_from_array("bias", np.zeros(dim))
 
     def orthogonal_matrix(self) -> tf.Tensor:
         """Q = H_1 H_2 ... H_K."""

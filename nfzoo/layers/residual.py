@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from nfzoo.bijector_layer import BijectorLayer, register_layer
+from nfzoo.ops import fixed_seed
 
 #: bisection steps of the planar inverse: enough to shrink [y - |c|, y + |c|] below float64
 #: resolution for |c| up to ~1e6 |y|
@@ -45,11 +46,11 @@ class Planar(BijectorLayer):
     def __init__(self, init_scale: float = 0.1, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.init_scale = float(init_scale)
-        self.seed = seed
+        self.seed = fixed_seed(seed)
 
     def _build_event(self, event_shape):
         (dim,) = event_shape
-        seed = 0 if self.seed is None else self.seed
+        seed = self.seed
         init = keras.initializers.RandomNormal
         self.w = self.add_weight(
             shape=(dim,), initializer=init(0.0, self.init_scale, seed), name="w"
@@ -120,7 +121,7 @@ class Radial(BijectorLayer):
 
     def __init__(self, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.seed = seed
+        self.seed = fixed_seed(seed)
 
     def _build_event(self, event_shape):
         (dim,) = event_shape

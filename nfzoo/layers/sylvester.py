@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from nfzoo.bijector_layer import BijectorLayer, register_layer
-from nfzoo.ops import householder_product
+from nfzoo.ops import fixed_seed, householder_product
 
 #: cap on the orthogonalisation sweeps (convergence is quadratic once |Q^T Q - I| < 1)
 MAX_ORTHOGONALISATION_STEPS = 100
@@ -43,9 +43,7 @@ class _Sylvester(BijectorLayer):
     def __init__(self, init_scale: float = 0.1, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.init_scale = float(init_scale)
-        if seed is None:
-            seed = int(np.random.randint(0, 2**31 - 1))
-        self.seed = seed
+        self.seed = fixed_seed(seed)
 
     def _num_vectors(self, dim: int) -> int:
         return dim
@@ -55,14 +53,9 @@ class _Sylvester(BijectorLayer):
         m = self._num_vectors(dim)
         rng = np.random.RandomState(self.seed)
 
-        def weight(name, value):
-            w = self.add_weight(shape=value.shape, initializer="zeros", name=name)
-            w.assign(value.astype(w.dtype))
-            return w
-
-        self.r1 = weight("r", self.init_scale * np.triu(rng.randn(m, m)))
-        self.r2 = weight("r_tilde", self.init_scale * np.triu(rng.randn(m, m)))
-        self.b = weight("b", np.zeros(m))
+        self.r1 = self.add_weight_from_array("r", self.init_scale * np.triu(rng.randn(m, m)))
+        self.r2 = self.add_weight_from_array("r_tilde", self.init_scale * np.triu(rng.randn(m, m)))
+        self.b = self.add_weight_from_array("b", np.zeros(m))
         self._build_q(dim, m, rng)
 
     def _build_q(self, dim: int, m: int, rng: np.random.RandomState) -> None:
@@ -114,9 +107,7 @@ class SylvesterOrthogonal(_Sylvester):
         return m
 
     def _build_q(self, dim, m, rng):
-        w = self.add_weight(shape=(dim, m), initializer="zeros", name="q_raw")
-        w.assign(rng.randn(dim, m).astype(w.dtype))
-        self.q_raw = w
+        self.q_raw = self.add_weight_from_array("q_raw", rng.randn(dim, m))
 
     def q_matrix(self):
         m = self.q_raw.shape[1]
@@ -159,9 +150,7 @@ class SylvesterHouseholder(_Sylvester):
 
     def _build_q(self, dim, m, rng):
         k = self.num_reflections or dim
-        w = self.add_weight(shape=(k, dim), initializer="zeros", name="reflections")
-        w.assign(rng.randn(k, dim).astype(w.dtype))
-        self.reflections = w
+        self.reflections = self.add_weight_from_array("reflections", rng.randn(k, dim))
 
     def q_matrix(self):
         return householder_product(self.reflections)
