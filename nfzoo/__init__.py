@@ -10,6 +10,7 @@ from nfzoo import data, layers
 from nfzoo.bijector_layer import BijectorLayer
 from nfzoo.flow import Flow
 from nfzoo.models import architecture, build, list_architectures
+from nfzoo.pretrained import list_pretrained, load, pretrained_entry
 
 __version__ = "0.1.0"
 
@@ -21,4 +22,7 @@ __all__ = [
     "data",
     "layers",
     "list_architectures",
+    "list_pretrained",
+    "load",
+    "pretrained_entry",
 ]

@@ -1,23 +1,44 @@
-"""Datasets that need no download, with fixed seeds and splits."""
+"""Datasets that need no download, with fixed seeds and splits.
+
+2-D toy densities (the usual benchmark set of the flow literature): moons, circles,
+8gaussians, pinwheel, checkerboard, 2spirals. Each is an unlimited generator; fixed splits
+come from fixed seeds. Tabular: sklearn's bundled 8x8 digits (no download), flattened to
+64 dimensions and dequantised.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-__all__ = ["gaussian_baseline_nll", "make_moons", "split"]
+from nfzoo.registry import Registry
+
+__all__ = [
+    "TOY_DATASETS",
+    "digits_split",
+    "gaussian_baseline_nll",
+    "load_dataset",
+    "make_moons",
+    "make_toy",
+    "split",
+    "toy_split",
+]
+
+#: name -> generator(n, rng) returning float64 points of shape [n, 2]
+TOY_DATASETS: Registry[Callable[[int, np.random.RandomState], np.ndarray]] = Registry("toy dataset")
 
 
-def make_moons(n: int, noise: float = 0.1, seed: int = 0) -> np.ndarray:
-    """Two interleaving half circles in 2-D (as sklearn's make_moons), shuffled, float32.
+def _toy(name: str):
+    def decorate(fn):
+        TOY_DATASETS.add(name, fn)
+        return fn
 
-    Args:
-      n: number of points (split evenly between the moons).
-      noise: standard deviation of the Gaussian noise added to each point.
-      seed: random seed.
-    """
-    if n < 2:
-        raise ValueError(f"make_moons needs n >= 2; received {n}.")
-    rng = np.random.RandomState(seed)
+    return decorate
+
+
+@_toy("moons")
+def _moons(n, rng, noise=0.1):
     n_out = n // 2
     n_in = n - n_out
     t_out = np.linspace(0, np.pi, n_out)
@@ -25,7 +46,104 @@ def make_moons(n: int, noise: float = 0.1, seed: int = 0) -> np.ndarray:
     outer = np.stack([np.cos(t_out), np.sin(t_out)], axis=1)
     inner = np.stack([1 - np.cos(t_in), 1 - np.sin(t_in) - 0.5], axis=1)
     x = np.concatenate([outer, inner]) + rng.normal(scale=noise, size=(n, 2))
-    return x[rng.permutation(n)].astype(np.float32)
+    return x[rng.permutation(n)]
+
+
+@_toy("circles")
+def _circles(n, rng):
+    # two concentric circles (radii 3 and 1.5) with Gaussian noise
+    radius = np.where(rng.rand(n) < 0.5, 3.0, 1.5)
+    angle = rng.uniform(0, 2 * np.pi, n)
+    x = radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    return x + rng.normal(scale=0.2, size=(n, 2))
+
+
+@_toy("8gaussians")
+def _eight_gaussians(n, rng):
+    angles = 2 * np.pi * rng.randint(0, 8, n) / 8
+    centres = 2.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return centres + rng.normal(scale=0.2, size=(n, 2))
+
+
+@_toy("pinwheel")
+def _pinwheel(n, rng, arms=5, radial_std=0.3, tangential_std=0.1, rate=0.25):
+    labels = rng.randint(0, arms, n)
+    r = rng.normal(1.0, radial_std, n)
+    t = rng.normal(0.0, tangential_std, n)
+    angle = 2 * np.pi * labels / arms + rate * np.exp(r)
+    # a point (r, t) rotated by its arm's angle; the arm bends as r grows
+    x = np.stack([r * np.cos(angle) - t * np.sin(angle), r * np.sin(angle) + t * np.cos(angle)], 1)
+    return 2.0 * x
+
+
+@_toy("checkerboard")
+def _checkerboard(n, rng):
+    # uniform on the 8 dark squares of a 4x4 board on [-4, 4]^2
+    x1 = rng.uniform(-4, 4, n)
+    column = np.floor(x1 / 2).astype(int)
+    row = 2 * rng.randint(-1, 1, n) + (column % 2 == 0)
+    x2 = 2 * row + rng.uniform(0, 2, n)
+    return np.stack([x1, x2], axis=1)
+
+
+@_toy("2spirals")
+def _two_spirals(n, rng):
+    t = np.sqrt(rng.rand(n)) * 3 * np.pi
+    sign = np.where(rng.rand(n) < 0.5, 1.0, -1.0)
+    x = sign[:, None] * np.stack([-t * np.cos(t), t * np.sin(t)], axis=1) / 3.0
+    return x + rng.normal(scale=0.1, size=(n, 2))
+
+
+def make_toy(name: str, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` points of the 2-D toy density ``name`` (see ``TOY_DATASETS``), float32."""
+    if n < 2:
+        raise ValueError(f"{name} needs n >= 2 points; received {n}.")
+    generator = TOY_DATASETS.get(name)
+    return generator(int(n), np.random.RandomState(seed)).astype(np.float32)
+
+
+def make_moons(n: int, noise: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Two interleaving half circles in 2-D (as sklearn's make_moons), shuffled, float32."""
+    if n < 2:
+        raise ValueError(f"make_moons needs n >= 2; received {n}.")
+    return _moons(int(n), np.random.RandomState(seed), noise=noise).astype(np.float32)
+
+
+def toy_split(name: str, n_train: int, n_val: int, n_test: int, seed: int = 0):
+    """Fixed train / validation / test sets of a toy density, drawn with seeds
+    ``seed``, ``seed + 1`` and ``seed + 2`` (independent samples of the same density)."""
+    return tuple(make_toy(name, n, seed=seed + i) for i, n in enumerate((n_train, n_val, n_test)))
+
+
+#: the fixed split of sklearn's 1797 digits used in public teaching code
+DIGITS_SPLIT = (1000, 350, 447)
+
+
+def digits_split(seed: int = 0, dequantize_seed: int = 1):
+    """sklearn's 8x8 digits as 64-d continuous data in [0, 1): (pixel + u) / 17 with
+    u ~ U[0, 1) (uniform dequantisation of the 17 grey levels), fixed noise, shuffled with
+    ``seed`` and split 1000 / 350 / 447."""
+    from sklearn.datasets import load_digits
+
+    pixels = load_digits().data.astype(np.float64)  # values 0..16, shipped with sklearn
+    rng = np.random.RandomState(seed)
+    pixels = pixels[rng.permutation(len(pixels))]
+    noise = np.random.RandomState(dequantize_seed).rand(*pixels.shape)
+    x = ((pixels + noise) / 17.0).astype(np.float32)
+    a, b, _ = DIGITS_SPLIT
+    return x[:a], x[a : a + b], x[a + b :]
+
+
+def load_dataset(spec: dict):
+    """(train, validation, test) from a dataset spec as stored in pretrained configs:
+    ``{"name": "moons", "n_train": ..., "n_val": ..., "n_test": ..., "seed": ...}`` for toy
+    densities, ``{"name": "digits", "seed": ...}`` for digits."""
+    name = spec.get("name")
+    if name == "digits":
+        return digits_split(seed=spec.get("seed", 0))
+    if name in TOY_DATASETS:
+        return toy_split(name, spec["n_train"], spec["n_val"], spec["n_test"], spec.get("seed", 0))
+    raise ValueError(f"Unknown dataset {name!r}; known: digits, {', '.join(TOY_DATASETS.names())}.")
 
 
 def split(x: np.ndarray, fractions=(0.8, 0.1, 0.1)) -> tuple[np.ndarray, ...]:

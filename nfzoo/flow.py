@@ -257,6 +257,12 @@ class Flow(keras.Model):
             metrics = [m for m in metrics if m is not self.bits_per_dim_tracker]
         return metrics
 
+    def train_step(self, data):
+        return _shape_logs_for_multi_worker(super().train_step(data))
+
+    def test_step(self, data):
+        return _shape_logs_for_multi_worker(super().test_step(data))
+
     def fit(self, x=None, *args, **kwargs):
         """``keras.Model.fit`` by negative log-likelihood; compiles with the defaults if needed
         and initialises data-dependent layers from the first batch."""
@@ -286,6 +292,13 @@ class Flow(keras.Model):
 
     # ---- serialisation ----------------------------------------------------------------
 
+    def save_pretrained(self, directory, **kwargs):
+        """Writes config.json, model.weights.h5 and card.md into ``directory`` (atomically);
+        ``nfzoo.load(directory)`` reads it back. See ``nfzoo.pretrained.save_pretrained``."""
+        from nfzoo.pretrained import save_pretrained
+
+        return save_pretrained(self, directory, **kwargs)
+
     def get_config(self):
         return {
             "name": self.name,
@@ -306,6 +319,20 @@ class Flow(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
         return cls(layers=layers, **config)
+
+
+def _shape_logs_for_multi_worker(logs):
+    """Keras 3 reduces each replica's logs with ``strategy.reduce("MEAN", v, axis=0)`` under
+    multi-worker training, which fails on scalars ("Invalid reduction dimension 0 for input
+    with 0 dimensions", tensorflow/tensorflow#72388). Giving the scalars a length-1 axis
+    there makes that reduction the mean over replicas; elsewhere logs stay scalars."""
+    strategy = tf.distribute.get_strategy()
+    if not (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    ):
+        return logs
+    return {k: tf.reshape(v, [1]) for k, v in logs.items()}
 
 
 def _first_batch(x, batch_size: int | None):

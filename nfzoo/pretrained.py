@@ -1,0 +1,233 @@
+"""Pretrained flows: the registry of shipped entries, ``load`` and ``save_pretrained``.
+
+Layout of one pretrained flow (a registry entry under ``pretrained/<name>/`` or any folder
+written by ``save_pretrained``):
+
+    config.json         the flow's Keras config, its weights' sha256, dataset and split,
+                        training budget, held-out metrics and the command that reproduced it
+    model.weights.h5    the weights (Keras HDF5 weights; no pickle anywhere)
+    card.md             the same facts for people
+
+The registry is ``pretrained/index.json``: for each entry, the sha256 of its config.json and
+of its weights, its summary and its metrics. ``load(name)`` checks both digests before it
+parses a byte of either file, so a truncated or altered file is refused with a clear error.
+Only names listed in the index are entries: a string that looks like a path is never joined
+onto the pretrained folder; ``load`` treats an existing directory as a ``save_pretrained``
+folder (whose config.json records its own weights' digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from nfzoo.flow import Flow
+from nfzoo.registry import Registry
+
+__all__ = [
+    "PretrainedEntry",
+    "list_pretrained",
+    "load",
+    "pretrained_dir",
+    "pretrained_entry",
+    "save_pretrained",
+]
+
+FORMAT = "nfzoo.pretrained/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+CARD_FILE = "card.md"
+INDEX_FILE = "index.json"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+class IntegrityError(ValueError):
+    """A pretrained file does not match its recorded sha256 (truncated or altered)."""
+
+
+def pretrained_dir() -> Path:
+    """The folder of the shipped entries: ``$NFZOO_PRETRAINED_DIR`` or the repository's
+    ``pretrained/``."""
+    env = os.environ.get("NFZOO_PRETRAINED_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "pretrained"
+
+
+@dataclass(frozen=True)
+class PretrainedEntry:
+    """One registry entry, as recorded in ``pretrained/index.json``."""
+
+    name: str
+    summary: str
+    config_sha256: str
+    weights_sha256: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    architecture: str = ""
+    size_bytes: int = 0
+
+    @property
+    def path(self) -> Path:
+        return pretrained_dir() / self.name
+
+
+def _registry() -> Registry[PretrainedEntry]:
+    registry: Registry[PretrainedEntry] = Registry("pretrained entry")
+    index_path = pretrained_dir() / INDEX_FILE
+    if index_path.exists():
+        for name, record in json.loads(index_path.read_text()).items():
+            registry.add(name, PretrainedEntry(name=name, **record))
+    return registry
+
+
+def list_pretrained() -> list[PretrainedEntry]:
+    """Every shipped entry, with its metrics, sorted by name."""
+    registry = _registry()
+    return [registry.get(name) for name in registry.names()]
+
+
+def pretrained_entry(name: str) -> PretrainedEntry:
+    """The registry entry called ``name`` (ValueError with the closest names otherwise)."""
+    return _registry().get(name)
+
+
+def load(name_or_dir: str | os.PathLike) -> Flow:
+    """A ready Flow from a registry entry name or a ``save_pretrained`` folder.
+
+    The sha256 of config.json and of the weights are checked before either is parsed; the
+    config may only name nfzoo and Keras classes; weights load from HDF5 (no pickle)."""
+    registry = _registry()
+    key = os.fspath(name_or_dir)
+    if isinstance(name_or_dir, str) and key in registry:
+        entry = registry.get(key)
+        return _load_folder(entry.path, entry.config_sha256, entry.weights_sha256)
+    path = Path(key).expanduser()
+    if path.is_dir():
+        return _load_folder(path, None, None)
+    if isinstance(name_or_dir, str) and NAME_PATTERN.match(key):
+        registry.get(key)  # raises with the closest names
+    raise ValueError(
+        f"{key!r} is neither a pretrained entry nor a folder written by save_pretrained. "
+        f"Entries: {', '.join(registry.names()) or 'none'}."
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_digest(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise IntegrityError(f"{path} is missing.")
+    actual = _sha256(path)
+    if actual != expected:
+        raise IntegrityError(
+            f"{path} does not match its recorded sha256 (expected {expected}, found {actual}, "
+            f"{path.stat().st_size} bytes): the file is truncated or altered; refusing to load it."
+        )
+
+
+def _check_classes(config: Any) -> None:
+    """Refuses configs that name anything but nfzoo's registered classes and Keras's own."""
+    if isinstance(config, dict):
+        module = config.get("module")
+        registered = config.get("registered_name")
+        if "class_name" in config and module is not None:
+            if not (module == "keras" or module.startswith(("keras.", "nfzoo."))):
+                raise ValueError(f"pretrained config names a class outside nfzoo/Keras: {module}")
+            if registered is not None and not str(registered).startswith("nfzoo>"):
+                raise ValueError(f"pretrained config names an unknown class: {registered}")
+        for value in config.values():
+            _check_classes(value)
+    elif isinstance(config, list):
+        for value in config:
+            _check_classes(value)
+
+
+def _load_folder(folder: Path, config_sha256: str | None, weights_sha256: str | None) -> Flow:
+    config_path = folder / CONFIG_FILE
+    if config_sha256 is not None:
+        _check_digest(config_path, config_sha256)
+    elif not config_path.is_file():
+        raise ValueError(f"{folder} has no {CONFIG_FILE}: not a save_pretrained folder.")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise IntegrityError(f"{config_path} is not valid JSON ({e}).") from None
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{config_path} has format {config.get('format')!r}; expected {FORMAT!r}.")
+    _check_digest(folder / WEIGHTS_FILE, weights_sha256 or config["weights_sha256"])
+    _check_classes(config["flow"])
+    with keras.saving.custom_object_scope({}):
+        flow = Flow.from_config(config["flow"])
+    flow.load_weights(folder / WEIGHTS_FILE)
+    return flow
+
+
+def save_pretrained(
+    flow: Flow,
+    directory: str | os.PathLike,
+    *,
+    metadata: dict[str, Any] | None = None,
+    card: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Writes ``flow`` as config.json + model.weights.h5 + card.md into ``directory``,
+    atomically: everything is written to a temporary folder beside it and renamed at the end,
+    so a failure leaves the previous contents (or nothing) in place.
+
+    Args:
+      metadata: extra facts stored in config.json (dataset, training budget, metrics,
+        command). Must be JSON-serialisable.
+      card: the Markdown card; a short default is written when None.
+      overwrite: replace an existing folder.
+    """
+    directory = Path(directory)
+    if directory.exists() and not overwrite:
+        raise ValueError(f"{directory} exists; pass overwrite=True to replace it.")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is ordinary data
+    try:
+        flow.save_weights(tmp / WEIGHTS_FILE)
+        config = {
+            "format": FORMAT,
+            "flow": flow.get_config(),
+            "weights_sha256": _sha256(tmp / WEIGHTS_FILE),
+            **(metadata or {}),
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (tmp / CARD_FILE).write_text(card or _default_card(flow, config))
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _default_card(flow: Flow, config: dict) -> str:
+    layers = ", ".join(type(layer).__name__ for layer in flow.flow_layers)
+    return (
+        f"# {flow.name}\n\nA normalizing flow on events of shape {list(flow.data_event_shape)}.\n\n"
+        f"Layers (generative order): {layers}.\n\n"
+        f"Weights sha256: `{config['weights_sha256']}`.\n"
+    )
