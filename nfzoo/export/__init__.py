@@ -1,0 +1,396 @@
+"""Export a Flow to SavedModel (TF Serving), ONNX (onnxruntime) and TFLite (LiteRT), with a
+mandatory parity check of every artifact in its own runtime.
+
+    nfzoo.export.export(flow, "out/maf", formats=("saved_model", "onnx", "tflite"))
+
+writes ``out/maf/`` with ``saved_model/``, ``model.<endpoint>.onnx``, ``model.tflite`` and
+``manifest.json``. Endpoints (all on a dynamic batch, float32):
+
+* ``log_prob(x) -> log_prob``: log q(x), inverse pass (flows whose layers all have an inverse);
+* ``encode(x) -> z``: z = f(x) (same condition);
+* ``generate(z) -> x``: x = g(z), deterministic: noise in, sample out;
+* ``generate_and_log_prob(z) -> x, log_prob``: one forward pass, also without an inverse;
+* ``sample(n) -> x``: n samples with noise drawn in the graph (RandomStandardNormal).
+
+Before anything is published every artifact is loaded in its runtime (TensorFlow for the
+SavedModel, onnxruntime, the ``ai_edge_litert`` interpreter) and run at batch 1 and 1000 on
+fixed inputs against the Keras model (``flow.log_prob``, ``flow.encode``, ...). An output that
+differs by more than ``TOLERANCE`` (absolute; relative where |value| > 100) fails the export
+with ``ExportError``; ``sample`` is random, so it is checked by shape, finiteness and its mean
+against the Keras model's samples. Everything is written to a temporary folder beside the
+destination and renamed into place only once every check has passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from nfzoo.export.formats import (
+    ONNX_OPSET,
+    SAVED_MODEL_DIR,
+    TFLITE_FILE,
+    OnnxRunner,
+    SavedModelRunner,
+    TFLiteRunner,
+    onnx_file,
+    serving_default,
+    write_onnx,
+    write_saved_model,
+    write_tflite,
+)
+from nfzoo.export.graphs import ENDPOINTS, freeze_endpoints, register_export_kernel
+from nfzoo.flow import Flow
+
+__all__ = ["FORMATS", "TOLERANCE", "ExportError", "export", "register_export_kernel"]
+
+FORMATS = ("saved_model", "onnx", "tflite")
+#: parity tolerance: |artifact - keras| <= TOLERANCE, divided by |keras| where |keras| > 100
+TOLERANCE = 1e-4
+#: batch sizes of the parity check
+PARITY_BATCHES = (1, 1000)
+#: rows of the reference inputs and outputs stored in the manifest
+REFERENCE_ROWS = 8
+#: seed of the fixed parity inputs
+PARITY_SEED = 20261129
+MANIFEST = "manifest.json"
+_RUNTIME_OF = {"saved_model": "tensorflow", "onnx": "onnxruntime", "tflite": "ai_edge_litert"}
+
+
+class ExportError(ValueError):
+    """An artifact failed to convert or did not match the Keras model."""
+
+
+def export(
+    flow: Flow,
+    directory,
+    formats: Sequence[str] = FORMATS,
+    overwrite: bool = False,
+    name: str | None = None,
+) -> dict:
+    """Exports ``flow`` to ``directory`` in ``formats`` and returns the manifest.
+
+    Args:
+      flow: a float32 ``nfzoo.Flow`` with a vector event shape (built, trained or loaded).
+      directory: destination folder; created atomically (temporary folder, then rename).
+      formats: any of "saved_model", "onnx", "tflite".
+      overwrite: replace an existing ``directory`` (otherwise that is an error).
+      name: name recorded in the manifest (default: the flow's name).
+
+    Raises:
+      ExportError: a conversion failed or an artifact differs from the Keras model; nothing
+        is left at ``directory``.
+      ValueError: bad arguments (unknown format, unsupported flow).
+    """
+    formats = _check_args(flow, formats)
+    out = Path(directory)
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out} already exists; pass overwrite=True to replace it.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        manifest = _export_into(flow, tmp, formats, name or flow.name)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(old / "x")
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _check_args(flow, formats) -> tuple[str, ...]:
+    if not isinstance(flow, Flow):
+        raise ValueError(f"export expects an nfzoo.Flow; received {type(flow).__name__}.")
+    if isinstance(formats, str):
+        formats = (formats,)
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"formats must be a non-empty subset of {FORMATS}; received {formats}.")
+    if flow.compute_dtype != "float32":
+        raise ValueError(
+            f"export supports float32 flows (TFLite builtin kernels are float32); received a "
+            f"{flow.compute_dtype} flow. Build or load it with dtype='float32'."
+        )
+    if len(flow.data_event_shape) != 1 or len(flow.base_event_shape) != 1:
+        raise ValueError(
+            f"export supports vector events [batch, D]; received event shape "
+            f"{flow.data_event_shape}."
+        )
+    return tuple(f for f in FORMATS if f in formats)  # canonical order
+
+
+def _export_into(flow: Flow, tmp: Path, formats, name: str) -> dict:
+    frozen = freeze_endpoints(flow)
+    endpoints = list(frozen)
+    runners = {}
+    if "saved_model" in formats or "tflite" in formats:
+        write_saved_model(frozen, tmp / SAVED_MODEL_DIR)
+    if "tflite" in formats:
+        write_tflite(tmp / SAVED_MODEL_DIR, endpoints, tmp / TFLITE_FILE)
+        runners["tflite"] = TFLiteRunner(tmp / TFLITE_FILE)
+    if "saved_model" in formats:
+        runners["saved_model"] = SavedModelRunner(tmp / SAVED_MODEL_DIR)
+    else:
+        shutil.rmtree(tmp / SAVED_MODEL_DIR, ignore_errors=True)
+    if "onnx" in formats:
+        for ep, fe in frozen.items():
+            try:
+                write_onnx(fe, tmp / onnx_file(ep))
+            except ExportError:
+                raise
+            except Exception as e:
+                raise ExportError(f"ONNX conversion of endpoint {ep!r} failed: {e}") from e
+        runners["onnx"] = OnnxRunner(tmp)
+
+    inputs, expected = _parity_inputs(flow, endpoints)
+    parity = {}
+    failures = []
+    for fmt in formats:
+        parity[fmt] = {}
+        for ep in endpoints:
+            try:
+                parity[fmt][ep] = _measure(runners[fmt], flow, ep, inputs, expected)
+            except Exception as e:
+                failures.append(f"{fmt}/{ep}: raised {type(e).__name__}: {e}")
+                continue
+            bad = {k: v for k, v in parity[fmt][ep].items() if not v["passed"]}
+            failures += [f"{fmt}/{ep} at {k}: {v['detail']}" for k, v in bad.items()]
+    runners.clear()
+    if failures:
+        raise ExportError(
+            f"Export of {name!r} failed its parity check against the Keras model "
+            f"(tolerance {TOLERANCE}):\n  " + "\n  ".join(failures)
+        )
+    manifest = _manifest(flow, name, formats, frozen, parity, inputs, expected, tmp)
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+# ---- parity ------------------------------------------------------------------------------
+
+
+def _parity_inputs(flow: Flow, endpoints):
+    """Fixed inputs (noise z, data x = g(z') from the Keras model) and Keras outputs."""
+    rng = np.random.RandomState(PARITY_SEED)
+    n = max(PARITY_BATCHES)
+    z = rng.standard_normal((n, *flow.base_event_shape)).astype(np.float32)
+    x = flow.generate(rng.standard_normal((n, *flow.base_event_shape)).astype(np.float32))
+    inputs = {"z": z, "x": np.asarray(x, np.float32)}
+    keras_fns = {
+        "log_prob": lambda x: {"log_prob": flow.log_prob(x)},
+        "encode": lambda x: {"z": flow.encode(x)},
+        "generate": lambda z: {"x": flow.generate(z)},
+        "generate_and_log_prob": lambda z: dict(
+            zip(("x", "log_prob"), flow.generate_and_log_prob(z))
+        ),
+    }
+    expected = {}
+    for ep in endpoints:
+        if ep in keras_fns:
+            (arg,) = ENDPOINTS[ep].inputs
+            out = keras_fns[ep](inputs[arg])
+            expected[ep] = {k: np.asarray(v) for k, v in out.items()}
+    # sample: the Keras model's own samples, to compare the mean against
+    expected["sample"] = {"x": np.asarray(flow.sample(4 * n, seed=PARITY_SEED))}
+    return inputs, expected
+
+
+def scaled_error(actual: np.ndarray, reference: np.ndarray) -> float:
+    """max |actual - reference| / s, s = |reference| where |reference| > 100 else 1;
+    inf when shapes differ or the artifact gives a non-finite value the reference has not."""
+    actual = np.asarray(actual, np.float64)
+    reference = np.asarray(reference, np.float64)
+    if actual.shape != reference.shape:
+        return float("inf")
+    scale = np.where(np.abs(reference) > 100.0, np.abs(reference), 1.0)
+    err = np.abs(actual - reference) / scale
+    err = np.where(np.isfinite(reference), err, np.where(actual == reference, 0.0, np.inf))
+    return float(np.max(np.nan_to_num(err, nan=np.inf))) if err.size else 0.0
+
+
+def _measure(runner, flow: Flow, ep: str, inputs, expected) -> dict:
+    """Runs endpoint ``ep`` at each parity batch size; returns per-batch error records."""
+    results = {}
+    for batch in PARITY_BATCHES:
+        key = f"batch_{batch}"
+        if ENDPOINTS[ep].random:
+            results[key] = _check_sample(
+                runner(ep, {"n": np.array(batch, np.int32)}), flow, batch, expected
+            )
+            continue
+        (arg,) = ENDPOINTS[ep].inputs
+        out = runner(ep, {arg: inputs[arg][:batch]})
+        missing = set(ENDPOINTS[ep].outputs) - set(out)
+        if missing:
+            results[key] = {
+                "max_error": None,
+                "passed": False,
+                "detail": f"outputs {sorted(missing)} missing; received {sorted(out)}",
+            }
+            continue
+        errs = {k: scaled_error(out[k], expected[ep][k][:batch]) for k in ENDPOINTS[ep].outputs}
+        worst = max(errs.values())
+        results[key] = {
+            "max_error": worst,
+            "passed": bool(worst <= TOLERANCE),
+            "detail": ", ".join(
+                f"{k}: max error {e:.3g} (shape {np.shape(out[k])}, expected "
+                f"{np.shape(expected[ep][k][:batch])})"
+                for k, e in errs.items()
+            ),
+        }
+    return results
+
+
+def _check_sample(out: dict, flow: Flow, n: int, expected) -> dict:
+    """sample(n) is random: checks shape, finiteness, and the per-dimension mean against the
+    Keras model's samples (z-score of the difference of means, at most 6)."""
+    x = np.asarray(out.get("x"))
+    ref = expected["sample"]["x"]
+    want = (n, *flow.data_event_shape)
+    if x.shape != want or not np.all(np.isfinite(x)):
+        return {
+            "max_error": None,
+            "passed": False,
+            "detail": f"expected finite samples of shape {want}; received shape {x.shape}",
+        }
+    se = np.sqrt(ref.var(axis=0) / n + ref.var(axis=0) / len(ref)) + 1e-12
+    z_score = float(np.max(np.abs(x.mean(axis=0) - ref.mean(axis=0)) / se))
+    passed = n < 100 or z_score <= 6.0  # the mean of 1 sample says little
+    return {
+        "max_error": None,
+        "mean_z_score": z_score,
+        "passed": passed,
+        "detail": f"sample mean z-score {z_score:.2f} against the Keras samples (limit 6)",
+    }
+
+
+# ---- manifest ----------------------------------------------------------------------------
+
+
+def _versions() -> dict:
+    out = {}
+    for pkg in ("nfzoo", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"):
+        out[pkg] = _version(pkg)
+    out["ai_edge_litert"] = _version("ai-edge-litert")
+    out["numpy"] = np.__version__
+    return out
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest(flow, name, formats, frozen, parity, inputs, expected, tmp: Path) -> dict:
+    (dim,) = flow.data_event_shape
+    (base_dim,) = flow.base_event_shape
+    shapes = {"x": [None, dim], "z": [None, base_dim], "n": [], "log_prob": [None]}
+    dtypes = {"n": "int32"}
+    endpoints = {}
+    for ep, fe in frozen.items():
+        e = fe.endpoint
+        out_shapes = {"x": ["n", dim]} if e.random else {}
+        endpoints[ep] = {
+            "doc": e.doc,
+            "inputs": [
+                {"name": k, "shape": shapes[k], "dtype": dtypes.get(k, "float32")} for k in e.inputs
+            ],
+            "outputs": [
+                {"name": k, "shape": out_shapes.get(k, shapes[k]), "dtype": "float32"}
+                for k in e.outputs
+            ],
+        }
+    unavailable = {
+        ep: (
+            "not every layer has an inverse: "
+            + ", ".join(
+                sorted({type(la).__name__ for la in flow.flow_layers if not la.has_inverse})
+            )
+            + "; use generate_and_log_prob"
+        )
+        for ep, e in ENDPOINTS.items()
+        if ep not in frozen and e.needs_inverse
+    }
+    fmt_info = {}
+    if "saved_model" in formats:
+        fmt_info["saved_model"] = {
+            "path": SAVED_MODEL_DIR,
+            "runtime": "TensorFlow (tf.saved_model.load) or TF Serving",
+            "signatures": list(frozen),
+            "serving_default": serving_default(frozen),
+        }
+    if "onnx" in formats:
+        fmt_info["onnx"] = {
+            "files": {ep: onnx_file(ep) for ep in frozen},
+            "opset": ONNX_OPSET,
+            "runtime": "onnxruntime",
+        }
+    if "tflite" in formats:
+        fmt_info["tflite"] = {
+            "path": TFLITE_FILE,
+            "runtime": "ai_edge_litert (LiteRT), builtin ops only",
+            "signatures": list(frozen),
+        }
+    rows = REFERENCE_ROWS
+    reference = {
+        "inputs": {"x": inputs["x"][:rows].tolist(), "z": inputs["z"][:rows].tolist()},
+        "outputs": {
+            ep: {k: v[:rows].tolist() for k, v in out.items()}
+            for ep, out in expected.items()
+            if ep != "sample"
+        },
+    }
+    files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    return {
+        "manifest_version": 1,
+        "name": name,
+        "flow": {
+            "name": flow.name,
+            "layers": [type(la).__name__ for la in flow.flow_layers],
+            "event_shape": list(flow.data_event_shape),
+            "dtype": "float32",
+        },
+        "endpoints": endpoints,
+        "unavailable": unavailable,
+        "formats": fmt_info,
+        "opset": ONNX_OPSET if "onnx" in formats else None,
+        "versions": _versions(),
+        "files": files,
+        "parity": {
+            "tolerance": TOLERANCE,
+            "measure": "max |artifact - keras| / s, s = |keras| where |keras| > 100 else 1",
+            "batches": list(PARITY_BATCHES),
+            "results": {
+                fmt: {
+                    ep: {b: {k: v for k, v in r.items() if k != "passed"} for b, r in res.items()}
+                    for ep, res in eps.items()
+                }
+                for fmt, eps in parity.items()
+            },
+        },
+        "reference": reference,
+    }

@@ -1,0 +1,318 @@
+"""Frozen endpoint graphs of a Flow: the one graph every export format is converted from.
+
+Each endpoint is traced once as a TensorFlow function on a dynamic batch, then frozen
+(variables become constants, ``convert_variables_to_constants_v2``) into a GraphDef that holds
+no variable and no captured eager tensor. SavedModel, ONNX and TFLite are all converted from
+that GraphDef, so the three artifacts compute the same graph.
+
+Weight-only work is frozen before tracing, not left to graph optimisers: a layer class can
+register an *export kernel* (``register_export_kernel``) that precomputes its derived weights
+in numpy, in float64, at export time. The kernels here replace
+
+* LULinear / QRLinear: W = P L U or Q R and W^-1 become constants, so the inverse is one
+  matmul instead of triangular solves on activations (``MatrixTriangularSolve`` converts to
+  neither ONNX nor TFLite builtins), and LU reconstruction / Householder products disappear;
+* the Sylvester layers: A = R~ Q^T and B = Q R become constants (for SylvesterOrthogonal this
+  removes the orthogonalisation while_loop over weights).
+
+Every other layer is traced through its own ``_forward_and_log_det`` /
+``_inverse_and_log_det``. Kernels are checked by the export's parity check like everything
+else, so a kernel that drifts from its layer fails the export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import (
+    convert_variables_to_constants_v2,
+)
+
+from nfzoo.bijector_layer import BijectorLayer
+from nfzoo.flow import Flow
+from nfzoo.layers import (
+    LULinear,
+    QRLinear,
+    SylvesterHouseholder,
+    SylvesterOrthogonal,
+    SylvesterTriangular,
+)
+
+__all__ = [
+    "ENDPOINTS",
+    "Endpoint",
+    "ExportKernel",
+    "FrozenEndpoint",
+    "endpoint_functions",
+    "freeze_endpoints",
+    "register_export_kernel",
+]
+
+LayerPass = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+@dataclass(frozen=True)
+class ExportKernel:
+    """Export-time replacement of a layer's passes; ``inverse`` is None without an inverse."""
+
+    forward: LayerPass
+    inverse: LayerPass | None
+
+
+_KERNELS: dict[type, Callable[[BijectorLayer], ExportKernel]] = {}
+
+
+def register_export_kernel(*classes: type):
+    """Registers ``factory(layer) -> ExportKernel`` for ``classes`` (and their subclasses)."""
+
+    def decorate(factory):
+        for cls in classes:
+            _KERNELS[cls] = factory
+        return factory
+
+    return decorate
+
+
+def export_kernel(layer: BijectorLayer) -> ExportKernel:
+    """The layer's registered export kernel, or its own passes."""
+    for cls in type(layer).__mro__:
+        if cls in _KERNELS:
+            return _KERNELS[cls](layer)
+    inverse = layer._inverse_and_log_det if layer.has_inverse else None
+    return ExportKernel(layer._forward_and_log_det, inverse)
+
+
+def _const(value: np.ndarray, layer: BijectorLayer) -> tf.Tensor:
+    return tf.constant(np.asarray(value, dtype=layer.dtype.as_numpy_dtype))
+
+
+def _fill(value: float, like: tf.Tensor) -> tf.Tensor:
+    return tf.fill(tf.shape(like)[:-1], tf.constant(value, like.dtype))
+
+
+@register_export_kernel(LULinear, QRLinear)
+def _linear_kernel(layer) -> ExportKernel:
+    """x = W z + b with W and W^-1 frozen (computed in float64); log|det W| = sum d."""
+    w = layer.weight_matrix().numpy().astype(np.float64)
+    w_inv = np.linalg.inv(w)
+    bias = layer.bias.numpy().astype(np.float64)
+    log_det = float(np.sum(layer.log_diag.numpy().astype(np.float64)))
+    W, W_inv, b = _const(w, layer), _const(w_inv, layer), _const(bias, layer)
+
+    def forward(z):
+        return tf.linalg.matvec(W, z) + b, _fill(log_det, z)
+
+    def inverse(x):
+        return tf.linalg.matvec(W_inv, x - b), _fill(-log_det, x)
+
+    return ExportKernel(forward, inverse)
+
+
+@register_export_kernel(SylvesterOrthogonal, SylvesterHouseholder, SylvesterTriangular)
+def _sylvester_kernel(layer) -> ExportKernel:
+    """x = z + B tanh(A z + b), A = R~ Q^T and B = Q R frozen;
+    log|det| = sum_i log(1 + tanh'(a_i) R~_ii R_ii)."""
+    q = layer.q_matrix().numpy().astype(np.float64)
+    r1, d1 = (t.numpy().astype(np.float64) for t in layer._triangular(layer.r1))
+    r2, d2 = (t.numpy().astype(np.float64) for t in layer._triangular(layer.r2))
+    A, B = _const(r2 @ q.T, layer), _const(q @ r1, layer)
+    b, diag = _const(layer.b.numpy(), layer), _const(d1 * d2, layer)
+
+    def forward(z):
+        h = tf.tanh(tf.linalg.matvec(A, z) + b)
+        x = z + tf.linalg.matvec(B, h)
+        return x, tf.reduce_sum(tf.math.log1p((1.0 - h**2) * diag), axis=-1)
+
+    return ExportKernel(forward, None)
+
+
+# ---- endpoints ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One exported function: named inputs and outputs, and what it computes."""
+
+    name: str
+    doc: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    needs_inverse: bool = False
+    random: bool = False
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    e.name: e
+    for e in (
+        Endpoint(
+            "log_prob",
+            "log q(x) for data x of shape [batch, D]: the inverse pass x -> z, "
+            "log p(z) + sum log|det dz/dx|. Output log_prob of shape [batch].",
+            ("x",),
+            ("log_prob",),
+            needs_inverse=True,
+        ),
+        Endpoint(
+            "encode",
+            "z = f(x), the normalizing direction, for x of shape [batch, D]. Output z.",
+            ("x",),
+            ("z",),
+            needs_inverse=True,
+        ),
+        Endpoint(
+            "generate",
+            "x = g(z), the generative direction, for base noise z ~ N(0, I) of shape "
+            "[batch, D]; deterministic. Output x.",
+            ("z",),
+            ("x",),
+        ),
+        Endpoint(
+            "generate_and_log_prob",
+            "(x, log q(x)) with x = g(z), in one forward pass: log p(z) - sum log|det dx/dz|. "
+            "Works without an inverse. Outputs x [batch, D] and log_prob [batch].",
+            ("z",),
+            ("x", "log_prob"),
+        ),
+        Endpoint(
+            "sample",
+            "n samples x = g(z), z drawn in the graph by RandomStandardNormal (unseeded: "
+            "different on every call). Input n: int32 scalar. Output x of shape [n, D].",
+            ("n",),
+            ("x",),
+            random=True,
+        ),
+    )
+}
+
+
+def endpoint_functions(flow: Flow) -> dict[str, tuple[Callable, list[tf.TensorSpec]]]:
+    """Python functions (dict outputs) and input specs of the endpoints ``flow`` supports."""
+    kernels = [export_kernel(layer) for layer in flow.flow_layers]
+    has_inverse = all(k.inverse is not None for k in kernels)
+    dtype = tf.as_dtype(flow.compute_dtype)
+    (dim,) = flow.data_event_shape
+    (base_dim,) = flow.base_event_shape
+    log_2pi = float(np.log(2.0 * np.pi))
+
+    def base_log_prob(z):  # standard normal, written out: no TFP op left in the graph
+        return -0.5 * tf.reduce_sum(z**2, axis=-1) - 0.5 * base_dim * log_2pi
+
+    def forward(z):
+        total = tf.zeros(tf.shape(z)[:-1], z.dtype)
+        for k in kernels:
+            z, ldj = k.forward(z)
+            total += ldj
+        return z, total
+
+    def inverse(x):
+        total = tf.zeros(tf.shape(x)[:-1], x.dtype)
+        for k in reversed(kernels):
+            x, ldj = k.inverse(x)
+            total += ldj
+        return x, total
+
+    def log_prob(x):
+        z, ildj = inverse(x)
+        return {"log_prob": base_log_prob(z) + ildj}
+
+    def encode(x):
+        return {"z": inverse(x)[0]}
+
+    def generate(z):
+        return {"x": forward(z)[0]}
+
+    def generate_and_log_prob(z):
+        x, fldj = forward(z)
+        return {"x": x, "log_prob": base_log_prob(z) - fldj}
+
+    def sample(n):
+        z = tf.random.normal(tf.stack([n, base_dim]), dtype=dtype)
+        return {"x": forward(z)[0]}
+
+    data = [tf.TensorSpec([None, dim], dtype, name="x")]
+    noise = [tf.TensorSpec([None, base_dim], dtype, name="z")]
+    fns = {
+        "generate": (generate, noise),
+        "generate_and_log_prob": (generate_and_log_prob, noise),
+        "sample": (sample, [tf.TensorSpec([], tf.int32, name="n")]),
+    }
+    if has_inverse:
+        fns = {"log_prob": (log_prob, data), "encode": (encode, data), **fns}
+    return fns
+
+
+@dataclass
+class FrozenEndpoint:
+    """A frozen endpoint: GraphDef, and graph tensor names of its inputs and outputs."""
+
+    endpoint: Endpoint
+    graph_def: tf.compat.v1.GraphDef
+    input_tensors: dict[str, str]  # endpoint input name -> "placeholder:0"
+    output_tensors: dict[str, str]  # endpoint output name -> "Identity_k:0"
+    input_specs: list[tf.TensorSpec] = field(default_factory=list)
+
+    def as_function(self) -> tf.types.experimental.ConcreteFunction:
+        """A ConcreteFunction that imports the frozen graph (constants only, no variables),
+        taking the endpoint inputs by name and returning a dict of its outputs."""
+        names = list(self.output_tensors)
+
+        @tf.function(input_signature=self.input_specs)
+        def fn(*args):
+            outs = tf.graph_util.import_graph_def(
+                self.graph_def,
+                input_map={self.input_tensors[s.name]: a for s, a in zip(self.input_specs, args)},
+                return_elements=[self.output_tensors[k] for k in names],
+                name="frozen",
+            )
+            return {k: tf.identity(t, name=k) for k, t in zip(names, outs)}
+
+        return fn.get_concrete_function()
+
+
+def freeze_endpoints(flow: Flow, endpoints=None) -> dict[str, FrozenEndpoint]:
+    """Traces and freezes the endpoints of ``flow`` (all it supports, or those named)."""
+    fns = endpoint_functions(flow)
+    frozen = {}
+    for name, (fn, specs) in fns.items():
+        if endpoints is not None and name not in endpoints:
+            continue
+        concrete = tf.function(fn).get_concrete_function(*specs)
+        # Functional While stays functional (TFLite lowers it to WHILE, tf2onnx to Loop).
+        const_fn = convert_variables_to_constants_v2(concrete, lower_control_flow=False)
+        graph_def = const_fn.graph.as_graph_def()
+        _check_frozen(name, graph_def)
+        keys = sorted(concrete.structured_outputs)  # outputs of a dict come in sorted key order
+        frozen[name] = FrozenEndpoint(
+            endpoint=ENDPOINTS[name],
+            graph_def=graph_def,
+            input_tensors={s.name: t.name for s, t in zip(specs, const_fn.inputs)},
+            output_tensors={k: t.name for k, t in zip(keys, const_fn.outputs)},
+            input_specs=specs,
+        )
+    return frozen
+
+
+#: ops that mean something was not frozen, or cannot run outside TensorFlow
+_FORBIDDEN_OPS = {
+    "VarHandleOp": "a variable was not frozen",
+    "ReadVariableOp": "a variable was not frozen",
+    "StatelessRandomNormalV2": "stateless random ops run in neither onnxruntime nor LiteRT",
+    "MatrixTriangularSolve": "triangular solves convert to neither ONNX nor TFLite builtins",
+    "BroadcastArgs": "tf2onnx 1.17 has no converter for BroadcastArgs",
+}
+
+
+def _check_frozen(name: str, graph_def) -> None:
+    ops = {n.op for n in graph_def.node}
+    ops |= {n.op for f in graph_def.library.function for n in f.node_def}
+    bad = sorted(ops & set(_FORBIDDEN_OPS))
+    if bad:
+        reasons = "; ".join(f"{op}: {_FORBIDDEN_OPS[op]}" for op in bad)
+        raise ValueError(
+            f"Export of endpoint {name!r}: the frozen graph contains {', '.join(bad)} ({reasons})."
+            " Register an export kernel for the layer that emits it "
+            "(nfzoo.export.graphs.register_export_kernel)."
+        )

@@ -1,0 +1,246 @@
+"""Export: every builder's flow exports to SavedModel, ONNX and TFLite and each artifact
+computes what the Keras model computes, run in its own runtime; exported artifacts run in a
+process that never imports TensorFlow; a failed export leaves nothing behind.
+
+Flows are small (event_dim 3, two layers of 16 hidden units) and perturbed away from the
+identity initialisation, so parity is tested at a generic point.
+"""
+
+import hashlib
+import inspect
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import perturb
+
+import nfzoo
+from nfzoo.export import TOLERANCE, ExportError, export, scaled_error
+from nfzoo.export import graphs as export_graphs
+
+ARCHS = nfzoo.list_architectures()
+DIM = 3
+REPO = Path(__file__).resolve().parents[1]
+#: perturbation of the weights; larger values make the sequential IAF inverse so
+#: ill-conditioned that float32 Keras itself is ~1e-4 away from the float64 answer
+PERTURB_SCALE = 0.1
+
+
+def small_flow(arch: str, seed: int = 0):
+    params = inspect.signature(nfzoo.architecture(arch).builder).parameters
+    options = {}
+    for key, value in (("num_layers", 2), ("num_steps", 2), ("hidden_units", [16])):
+        if key in params:
+            options[key] = value
+    flow = nfzoo.build(arch, DIM, seed=seed, **options)
+    rng = np.random.RandomState(seed)
+    flow.initialize((2.0 * rng.standard_normal((256, DIM)) + 1.0).astype(np.float32))
+    perturb(flow, seed, scale=PERTURB_SCALE)
+    return flow
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_builder_exports_with_parity(arch, tmp_path):
+    flow = small_flow(arch)
+    out = tmp_path / arch
+    manifest = export(flow, out)
+
+    expected = {"generate", "generate_and_log_prob", "sample"}
+    if flow.has_inverse:
+        expected |= {"log_prob", "encode"}
+    else:
+        assert set(manifest["unavailable"]) == {"log_prob", "encode"}
+    assert set(manifest["endpoints"]) == expected
+    assert manifest == json.loads((out / "manifest.json").read_text())
+    for fmt in ("saved_model", "onnx", "tflite"):
+        results = manifest["parity"]["results"][fmt]
+        assert set(results) == expected, fmt
+        for ep, by_batch in results.items():
+            assert set(by_batch) == {"batch_1", "batch_1000"}
+            for record in by_batch.values():
+                if ep == "sample":
+                    assert record["mean_z_score"] <= 6.0
+                else:
+                    assert record["max_error"] <= TOLERANCE, (fmt, ep, record)
+    for name, digest in manifest["files"].items():
+        assert sha256(out / name) == digest, name
+    assert manifest["formats"]["saved_model"]["serving_default"] == (
+        "log_prob" if flow.has_inverse else "generate_and_log_prob"
+    )
+
+    # Independently of the export's own check: new inputs, another batch size, in the
+    # runtimes directly.
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    rng = np.random.RandomState(7)
+    z = rng.standard_normal((5, DIM)).astype(np.float32)
+    x = np.asarray(flow.generate(rng.standard_normal((5, DIM)).astype(np.float32)))
+    keras_out = {"generate": {"x": flow.generate(z)}}
+    x_kgl, lp_kgl = flow.generate_and_log_prob(z)
+    keras_out["generate_and_log_prob"] = {"x": x_kgl, "log_prob": lp_kgl}
+    if flow.has_inverse:
+        keras_out["log_prob"] = {"log_prob": flow.log_prob(x)}
+        keras_out["encode"] = {"z": flow.encode(x)}
+    interpreter = Interpreter(model_path=str(out / "model.tflite"))
+    for ep, ref in keras_out.items():
+        feed = {"x": x} if ep in ("log_prob", "encode") else {"z": z}
+        session = ort.InferenceSession(str(out / f"model.{ep}.onnx"))
+        onnx_out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+        tflite_out = interpreter.get_signature_runner(ep)(**feed)
+        for key, value in ref.items():
+            assert scaled_error(onnx_out[key], np.asarray(value)) <= TOLERANCE, (ep, key)
+            assert scaled_error(tflite_out[key], np.asarray(value)) <= TOLERANCE, (ep, key)
+
+
+def test_saved_model_signatures_run_in_tensorflow(tmp_path):
+    import tensorflow as tf
+
+    flow = small_flow("realnvp")
+    export(flow, tmp_path / "m", formats=("saved_model",))
+    assert not (tmp_path / "m" / "model.tflite").exists()
+    loaded = tf.saved_model.load(str(tmp_path / "m" / "saved_model"))
+    x = np.asarray(flow.sample(9, seed=3))
+    out = loaded.signatures["serving_default"](x=tf.constant(x))
+    np.testing.assert_allclose(out["log_prob"], flow.log_prob(x), atol=TOLERANCE, rtol=0)
+    samples = loaded.signatures["sample"](n=tf.constant(4))["x"]
+    assert samples.shape == (4, DIM) and np.all(np.isfinite(samples))
+
+
+def test_a_wrong_artifact_fails_the_export_and_leaves_nothing(tmp_path, monkeypatch):
+    flow = small_flow("radial")
+
+    def wrong(layer):  # drifts by 1e-3 per layer (two layers)
+        def forward(z):
+            x, ldj = layer._forward_and_log_det(z)
+            return x + 1e-3, ldj
+
+        return export_graphs.ExportKernel(forward, layer._inverse_and_log_det)
+
+    monkeypatch.setitem(export_graphs._KERNELS, nfzoo.layers.Radial, wrong)
+    with pytest.raises(ExportError, match=r"onnx/generate at batch_1: x: max error 0\.002"):
+        export(flow, tmp_path / "out", formats=("onnx",))
+    assert list(tmp_path.iterdir()) == []  # no partial folder, no destination
+
+
+def test_existing_destination_needs_overwrite(tmp_path):
+    flow = small_flow("sylvester-triangular")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("old")
+    with pytest.raises(ValueError, match="already exists"):
+        export(flow, tmp_path / "out", formats=("onnx",))
+    export(flow, tmp_path / "out", formats=("onnx",), overwrite=True)
+    assert not (tmp_path / "out" / "old.txt").exists()
+    assert (tmp_path / "out" / "model.generate.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_bad_arguments_are_named():
+    flow = small_flow("planar")
+    with pytest.raises(ValueError, match=r"subset of .*received \('pb',\)"):
+        export(flow, "unused", formats=("pb",))
+    with pytest.raises(ValueError, match="float32 flows.*received a float64 flow"):
+        export(nfzoo.build("planar", DIM, dtype="float64", num_layers=1), "unused")
+    with pytest.raises(ValueError, match="expects an nfzoo.Flow; received str"):
+        export("maf", "unused")
+
+
+def test_scaled_error_is_absolute_then_relative():
+    assert scaled_error(np.array([1.0]), np.array([1.00005])) == pytest.approx(5e-5)
+    assert scaled_error(np.array([1000.0]), np.array([1000.05])) == pytest.approx(5e-5, rel=1e-3)
+    assert scaled_error(np.array([np.nan]), np.array([1.0])) == np.inf
+    assert scaled_error(np.zeros((2, 3)), np.zeros((3, 2))) == np.inf
+
+
+# ---- deployment without TensorFlow -------------------------------------------------------
+
+#: Runs every export folder given on the command line with onnxruntime and LiteRT only,
+#: against the reference outputs in its manifest. Refuses to import TensorFlow at all.
+NO_TF_CHECK = textwrap.dedent(
+    """
+    import hashlib, json, sys
+    from pathlib import Path
+
+    class NoTensorFlow:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tensorflow", "tf_keras", "keras"):
+                raise ImportError(f"{name} imported in the no-TensorFlow check")
+
+    sys.meta_path.insert(0, NoTensorFlow())
+    import numpy as np
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    checked = 0
+    for folder in map(Path, sys.argv[1:]):
+        m = json.loads((folder / "manifest.json").read_text())
+        for name, digest in m["files"].items():
+            assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+        tol = m["parity"]["tolerance"]
+        ref = m["reference"]
+        lite = Interpreter(model_path=str(folder / m["formats"]["tflite"]["path"]))
+        for ep, outputs in ref["outputs"].items():
+            (arg,) = [i["name"] for i in m["endpoints"][ep]["inputs"]]
+            feed = {arg: np.asarray(ref["inputs"][arg], np.float32)}
+            onnx = ort.InferenceSession(str(folder / m["formats"]["onnx"]["files"][ep]))
+            got = {
+                "onnx": dict(zip([o.name for o in onnx.get_outputs()], onnx.run(None, feed))),
+                "tflite": lite.get_signature_runner(ep)(**feed),
+            }
+            for runtime, out in got.items():
+                for key, want in outputs.items():
+                    want = np.asarray(want)
+                    scale = np.where(np.abs(want) > 100, np.abs(want), 1.0)
+                    err = float(np.max(np.abs(out[key] - want) / scale))
+                    assert err <= tol, (str(folder), runtime, ep, key, err)
+                    checked += 1
+        for n in (1, 17):
+            x = lite.get_signature_runner("sample")(n=np.array(n, np.int32))["x"]
+            onnx = ort.InferenceSession(str(folder / m["formats"]["onnx"]["files"]["sample"]))
+            (y,) = onnx.run(None, {"n": np.array(n, np.int32)})
+            assert x.shape == y.shape == (n, m["flow"]["event_shape"][0]), (x.shape, y.shape)
+            assert np.all(np.isfinite(x)) and np.all(np.isfinite(y))
+    assert not any(k.split(".")[0] == "tensorflow" for k in sys.modules), "tensorflow imported"
+    print(f"OK {checked}")
+    """
+)
+
+
+def run_without_tensorflow(folders) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TF_CHECK, *map(str, folders)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_exported_artifacts_run_without_tensorflow(tmp_path):
+    flows = {"maf": small_flow("maf"), "sylvester-orthogonal": small_flow("sylvester-orthogonal")}
+    for name, flow in flows.items():
+        export(flow, tmp_path / name, formats=("onnx", "tflite"))
+    out = run_without_tensorflow([tmp_path / name for name in flows])
+    # maf: 4 endpoints with 5 outputs; sylvester: 2 endpoints with 3 outputs; 2 runtimes
+    assert out.strip() == f"OK {2 * (5 + 3)}"
+
+
+def test_shipped_artifacts_run_without_tensorflow():
+    folders = sorted(p.parent for p in (REPO / "export").glob("*/manifest.json"))
+    if not folders:
+        pytest.skip("export/ holds no artifacts yet (tools/export_zoo.py writes them)")
+    assert run_without_tensorflow(folders).startswith("OK ")
+
+
+def test_shipped_artifacts_fit_the_budget():
+    total = sum(p.stat().st_size for p in (REPO / "export").rglob("*") if p.is_file())
+    assert total < 60e6, f"export/ holds {total / 1e6:.1f} MB; the budget is 60 MB"
