@@ -244,3 +244,18 @@ def test_shipped_artifacts_run_without_tensorflow():
 def test_shipped_artifacts_fit_the_budget():
     total = sum(p.stat().st_size for p in (REPO / "export").rglob("*") if p.is_file())
     assert total < 60e6, f"export/ holds {total / 1e6:.1f} MB; the budget is 60 MB"
+
+
+def test_cli_exports_a_saved_flow(tmp_path, capsys):
+    from nfzoo.export.cli import main
+
+    flow = small_flow("sylvester-householder")
+    flow.save(tmp_path / "flow.keras")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "flow.keras"), "--formats", "onnx", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["name"] == "flow" and set(manifest["formats"]) == {"onnx"}
+    assert "| flow | onnx | generate |" in capsys.readouterr().out
+    assert main([str(tmp_path / "missing.keras"), "--out", str(tmp_path / "o2")]) == 1
+    assert "missing.keras" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

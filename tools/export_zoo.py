@@ -1,0 +1,113 @@
+"""Regenerates export/<name>/ for every pretrained entry, and prints the parity tables.
+
+    .venv/bin/python tools/export_zoo.py                 # export every pretrained entry
+    .venv/bin/python tools/export_zoo.py maf-moons       # only these entries
+    .venv/bin/python tools/export_zoo.py --table         # print the table of export/*
+    .venv/bin/python tools/export_zoo.py --builders      # every builder, small, in a temp dir
+
+Entries come from ``nfzoo.list_pretrained()``; without a pretrained registry (or with an
+empty one) nothing is exported. Each export runs the mandatory parity check (SavedModel in
+TensorFlow, ONNX in onnxruntime, TFLite in LiteRT, batch 1 and 1000 against the Keras model);
+the SavedModel is kept only where the folder stays within the size budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+import nfzoo
+from nfzoo.export import FORMATS, export
+from nfzoo.export.cli import parity_table
+
+REPO = Path(__file__).resolve().parents[1]
+EXPORT_DIR = REPO / "export"
+#: a SavedModel is shipped only when the entry's folder stays under this many bytes
+SAVED_MODEL_BUDGET = 5_000_000
+#: all of export/ must stay under this
+TOTAL_BUDGET = 60_000_000
+
+
+def pretrained_names() -> list[str]:
+    """Names of the pretrained entries, or [] when nfzoo has no pretrained registry."""
+    list_pretrained = getattr(nfzoo, "list_pretrained", None)
+    if list_pretrained is None:
+        return []
+    return [getattr(e, "name", e) for e in list_pretrained()]
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def export_entry(name: str) -> dict:
+    flow = nfzoo.load(name)
+    out = EXPORT_DIR / name
+    manifest = export(flow, out, formats=FORMATS, overwrite=True, name=name)
+    if folder_size(out) > SAVED_MODEL_BUDGET:  # too big to ship with the SavedModel as well
+        manifest = export(flow, out, formats=("onnx", "tflite"), overwrite=True, name=name)
+    return manifest
+
+
+def small_builder_flow(arch: str, dim: int = 3, seed: int = 0, scale: float = 0.1):
+    """The small, perturbed flow of tests/test_export.py for ``arch``."""
+    params = inspect.signature(nfzoo.architecture(arch).builder).parameters
+    options = {k: v for k, v in (("num_layers", 2), ("num_steps", 2), ("hidden_units", [16]))}
+    flow = nfzoo.build(arch, dim, seed=seed, **{k: v for k, v in options.items() if k in params})
+    rng = np.random.RandomState(seed)
+    flow.initialize((2.0 * rng.standard_normal((256, dim)) + 1.0).astype(np.float32))
+    for w in flow.trainable_weights:
+        w.assign(w.numpy() + scale * rng.standard_normal(w.shape).astype(np.float32))
+    return flow
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="entries to export (default: all)")
+    parser.add_argument("--table", action="store_true", help="print the table of export/*")
+    parser.add_argument("--builders", action="store_true", help="export every builder, small")
+    args = parser.parse_args(argv)
+
+    if args.builders:
+        manifests = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for arch in nfzoo.list_architectures():
+                manifests[arch] = export(small_builder_flow(arch), Path(tmp) / arch, name=arch)
+        print(parity_table(manifests))
+        return 0
+    if args.table:
+        manifests = {
+            p.parent.name: json.loads(p.read_text())
+            for p in sorted(EXPORT_DIR.glob("*/manifest.json"))
+        }
+        print(parity_table(manifests) if manifests else "export/ holds no artifacts.")
+        return 0
+
+    names = args.names or pretrained_names()
+    if not names:
+        print("No pretrained entries (nfzoo.list_pretrained() is empty or missing): nothing to do.")
+        return 0
+    manifests = {}
+    for name in names:
+        manifests[name] = export_entry(name)
+        print(f"exported {name}: {folder_size(EXPORT_DIR / name) / 1e6:.2f} MB", flush=True)
+    total = folder_size(EXPORT_DIR)
+    print(parity_table(manifests))
+    print(f"export/ holds {total / 1e6:.2f} MB")
+    if total > TOTAL_BUDGET:
+        print(f"export/ exceeds its budget of {TOTAL_BUDGET / 1e6:.0f} MB", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
