@@ -1,14 +1,15 @@
-"""The main job: train a flow on two moons, report held-out NLL, sample, save to .keras,
-reload and check the reloaded flow gives the same log-densities.
+"""The main job: load a pretrained flow, check its held-out NLL against its card, sample,
+score and plot it; then train a flow on two moons, save it to .keras, reload it and check the
+reloaded flow gives the same log-densities.
 
-    make main            # or: .venv/bin/python tools/main_job.py [--arch maf] [--epochs 40]
+    make main            # or: .venv/bin/python tools/main_job.py [--entry maf-moons]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,53 +19,66 @@ import keras
 import numpy as np
 
 import nfzoo
+from nfzoo import plotting
+from nfzoo.cli import write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="maf", choices=nfzoo.list_architectures())
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "main_job")
-    args = parser.parse_args()
+def pretrained_part(name: str, out: Path) -> bool:
+    entry = nfzoo.pretrained_entry(name)
+    config = json.loads((entry.path / "config.json").read_text())
+    flow = nfzoo.load(name)  # sha256-checked
+    _, _, test = nfzoo.data.load_dataset(config["dataset"])
+    nll = float(-np.mean(flow.log_prob(test)))
+    card = entry.metrics["test_nll_nats"]
+    print(f"[1] nfzoo.load({name!r}): {entry.summary}")
+    print(f"    held-out NLL {nll:.4f} nats on {len(test)} test points; card says {card:.4f}")
+    samples = flow.sample(5, seed=0)
+    print("    5 samples and their log-densities:")
+    for x, lp in zip(samples.numpy(), flow.log_prob(samples).numpy()):
+        print(f"      {np.array2string(x, precision=3):24s} log q = {lp:.3f}")
+    png = out / f"{name}.png"
+    write_atomically(png, lambda tmp: plotting.density_figure(flow, tmp))
+    print(f"    density plot: {_rel(png)}")
+    return abs(nll - card) < 1e-4
 
-    data = nfzoo.data.make_moons(3000, seed=0)
-    train, val, test = nfzoo.data.split(data)
-    print(f"two moons: {len(train)} train / {len(val)} validation / {len(test)} test points")
 
-    flow = nfzoo.build(args.arch, 2, seed=0)
+def training_part(arch: str, epochs: int, out: Path) -> bool:
+    train, val, test = nfzoo.data.split(nfzoo.data.make_moons(3000, seed=0))
+    flow = nfzoo.build(arch, 2, seed=0)
     flow.compile(learning_rate=2e-3)  # Adam, jit_compile=True
+    print(f"[2] training {arch} on two moons ({len(train)} points, {epochs} epochs)")
     start = time.perf_counter()
-    flow.fit(train, batch_size=256, epochs=args.epochs, validation_data=(val,), verbose=2)
+    flow.fit(train, batch_size=256, epochs=epochs, validation_data=(val,), verbose=0)
     seconds = time.perf_counter() - start
     nll = float(flow.evaluate(test, batch_size=300, verbose=0))
     gaussian = nfzoo.data.gaussian_baseline_nll(train, test)
-    print(f"\n{args.arch}: held-out NLL {nll:.4f} nats (best single Gaussian: {gaussian:.4f})")
-    print(f"trained {args.epochs * int(np.ceil(len(train) / 256))} steps in {seconds:.1f} s")
-
-    samples = flow.sample(5, seed=0).numpy()
-    print("5 samples:\n" + np.array2string(samples, precision=3))
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{args.arch}-moons.keras"
-    with tempfile.NamedTemporaryFile(dir=args.out, suffix=".keras", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    try:
-        flow.save(tmp_path)
-        os.replace(tmp_path, path)  # atomic: a half-written file never takes the name
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    print(f"    held-out NLL {nll:.4f} nats (best single Gaussian {gaussian:.4f}), {seconds:.1f} s")
+    path = out / f"{arch}-moons.keras"
+    write_atomically(path, flow.save)
     reloaded = keras.saving.load_model(path)
     diff = float(np.max(np.abs(reloaded.log_prob(test) - flow.log_prob(test))))
-    print(
-        f"saved {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}; "
-        f"reloaded log_prob max |difference| = {diff:.2e}"
-    )
-    if diff != 0.0:
-        print("FAILED: the reloaded flow disagrees with the trained one")
-        return 1
-    return 0
+    print(f"    saved {_rel(path)}; reloaded log_prob max |difference| = {diff:.1e}")
+    return diff == 0.0
+
+
+def _rel(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entry", default="maf-moons", help="a pretrained entry")
+    parser.add_argument("--arch", default="realnvp", choices=nfzoo.list_architectures())
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "main_job")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    ok = pretrained_part(args.entry, args.out)
+    ok = training_part(args.arch, args.epochs, args.out) and ok
+    print("main job: OK" if ok else "main job: FAILED (see above)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
