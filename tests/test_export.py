@@ -259,3 +259,15 @@ def test_cli_exports_a_saved_flow(tmp_path, capsys):
     assert main([str(tmp_path / "missing.keras"), "--out", str(tmp_path / "o2")]) == 1
     assert "missing.keras" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_shipped_artifacts_match_the_pretrained_weights():
+    """An export made from weights that have since been retrained is stale: rerun
+    tools/export_zoo.py."""
+    manifests = [json.loads(p.read_text()) for p in (REPO / "export").glob("*/manifest.json")]
+    if not manifests:
+        pytest.skip("export/ holds no artifacts yet (tools/export_zoo.py writes them)")
+    for m in manifests:
+        entry = nfzoo.pretrained_entry(m["source"]["pretrained"])
+        assert m["source"]["weights_sha256"] == entry.weights_sha256, m["name"]
+        assert m["source"]["config_sha256"] == entry.config_sha256, m["name"]

@@ -1,11 +1,14 @@
 """Regenerates export/<name>/ for every pretrained entry, and prints the parity tables.
 
-    .venv/bin/python tools/export_zoo.py                 # export every pretrained entry
+    .venv/bin/python tools/export_zoo.py                 # one entry per architecture
+    .venv/bin/python tools/export_zoo.py --all           # every pretrained entry
     .venv/bin/python tools/export_zoo.py maf-moons       # only these entries
     .venv/bin/python tools/export_zoo.py --table         # print the table of export/*
     .venv/bin/python tools/export_zoo.py --builders      # every builder, small, in a temp dir
 
-Entries come from ``nfzoo.list_pretrained()``; without a pretrained registry (or with an
+Entries come from ``nfzoo.list_pretrained()``: by default the smallest entry of each
+architecture, which keeps export/ well inside its 60 MB budget (ONNX holds one file per
+endpoint, each with its own copy of the weights); without a pretrained registry (or with an
 empty one) nothing is exported. Each export runs the mandatory parity check (SavedModel in
 TensorFlow, ONNX in onnxruntime, TFLite in LiteRT, batch 1 and 1000 against the Keras model);
 the SavedModel is kept only where the folder stays within the size budget.
@@ -37,24 +40,44 @@ SAVED_MODEL_BUDGET = 5_000_000
 TOTAL_BUDGET = 60_000_000
 
 
-def pretrained_names() -> list[str]:
-    """Names of the pretrained entries, or [] when nfzoo has no pretrained registry."""
+def pretrained_names(every: bool = False) -> list[str]:
+    """Names of the pretrained entries to export: the smallest entry of each architecture
+    (``every``: all of them), or [] when nfzoo has no pretrained registry."""
     list_pretrained = getattr(nfzoo, "list_pretrained", None)
     if list_pretrained is None:
         return []
-    return [getattr(e, "name", e) for e in list_pretrained()]
+    entries = sorted(list_pretrained(), key=lambda e: (e.size_bytes, e.name))
+    if every:
+        return sorted(e.name for e in entries)
+    chosen = {}
+    for e in entries:
+        chosen.setdefault(e.architecture, e.name)
+    return sorted(chosen.values())
 
 
 def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def entry_source(name: str) -> dict:
+    """What the export was made from: the entry and the sha256 of its config and weights, so
+    that a stale export (weights retrained since) is detectable."""
+    entry = nfzoo.pretrained_entry(name)
+    return {
+        "pretrained": name,
+        "config_sha256": entry.config_sha256,
+        "weights_sha256": entry.weights_sha256,
+    }
+
+
 def export_entry(name: str) -> dict:
     flow = nfzoo.load(name)
     out = EXPORT_DIR / name
-    manifest = export(flow, out, formats=FORMATS, overwrite=True, name=name)
+    source = entry_source(name)
+    manifest = export(flow, out, formats=FORMATS, overwrite=True, name=name, source=source)
     if folder_size(out) > SAVED_MODEL_BUDGET:  # too big to ship with the SavedModel as well
-        manifest = export(flow, out, formats=("onnx", "tflite"), overwrite=True, name=name)
+        formats = ("onnx", "tflite")
+        manifest = export(flow, out, formats=formats, overwrite=True, name=name, source=source)
     return manifest
 
 
@@ -73,6 +96,7 @@ def small_builder_flow(arch: str, dim: int = 3, seed: int = 0, scale: float = 0.
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="entries to export (default: all)")
+    parser.add_argument("--all", action="store_true", help="every entry, not one per arch")
     parser.add_argument("--table", action="store_true", help="print the table of export/*")
     parser.add_argument("--builders", action="store_true", help="export every builder, small")
     args = parser.parse_args(argv)
@@ -92,7 +116,7 @@ def main(argv=None) -> int:
         print(parity_table(manifests) if manifests else "export/ holds no artifacts.")
         return 0
 
-    names = args.names or pretrained_names()
+    names = args.names or pretrained_names(every=args.all)
     if not names:
         print("No pretrained entries (nfzoo.list_pretrained() is empty or missing): nothing to do.")
         return 0

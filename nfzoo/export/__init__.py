@@ -74,6 +74,7 @@ def export(
     formats: Sequence[str] = FORMATS,
     overwrite: bool = False,
     name: str | None = None,
+    source: dict | None = None,
 ) -> dict:
     """Exports ``flow`` to ``directory`` in ``formats`` and returns the manifest.
 
@@ -83,6 +84,8 @@ def export(
       formats: any of "saved_model", "onnx", "tflite".
       overwrite: replace an existing ``directory`` (otherwise that is an error).
       name: name recorded in the manifest (default: the flow's name).
+      source: JSON-serialisable facts about where the flow came from (e.g. the pretrained
+        entry and the sha256 of its weights), recorded as the manifest's "source".
 
     Raises:
       ExportError: a conversion failed or an artifact differs from the Keras model; nothing
@@ -96,7 +99,7 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        manifest = _export_into(flow, tmp, formats, name or flow.name)
+        manifest = _export_into(flow, tmp, formats, name or flow.name, source or {})
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             out.rename(old / "x")
@@ -132,7 +135,7 @@ def _check_args(flow, formats) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in formats)  # canonical order
 
 
-def _export_into(flow: Flow, tmp: Path, formats, name: str) -> dict:
+def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict) -> dict:
     frozen = freeze_endpoints(flow)
     endpoints = list(frozen)
     runners = {}
@@ -175,6 +178,7 @@ def _export_into(flow: Flow, tmp: Path, formats, name: str) -> dict:
             f"(tolerance {TOLERANCE}):\n  " + "\n  ".join(failures)
         )
     manifest = _manifest(flow, name, formats, frozen, parity, inputs, expected, tmp)
+    manifest["source"] = source
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
