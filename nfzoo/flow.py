@@ -272,6 +272,13 @@ class Flow(keras.Model):
             self.initialize(_first_batch(x, kwargs.get("batch_size")))
         return super().fit(x, *args, **kwargs)
 
+    def evaluate(self, x=None, *args, **kwargs):
+        """``keras.Model.evaluate``: the NLL in nats per example (compiles with the defaults
+        if needed, so a loaded flow evaluates at once)."""
+        if not self.compiled:
+            self.compile()
+        return super().evaluate(x, *args, **kwargs)
+
     @property
     def is_initialized(self) -> bool:
         """Whether every layer with data-dependent initialisation has been initialised."""
