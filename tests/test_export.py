@@ -19,8 +19,8 @@ import pytest
 from conftest import perturb
 
 import nfzoo
-from nfzoo.export import TOLERANCE, ExportError, export, scaled_error
-from nfzoo.export import graphs as export_graphs
+from nfzoo.exporting import TOLERANCE, ExportError, export, scaled_error
+from nfzoo.exporting import graphs as export_graphs
 
 ARCHS = nfzoo.list_architectures()
 DIM = 3
@@ -247,7 +247,7 @@ def test_shipped_artifacts_fit_the_budget():
 
 
 def test_cli_exports_a_saved_flow(tmp_path, capsys):
-    from nfzoo.export.cli import main
+    from nfzoo.exporting.cli import main
 
     flow = small_flow("sylvester-householder")
     flow.save(tmp_path / "flow.keras")

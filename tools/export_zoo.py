@@ -29,8 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 import nfzoo
-from nfzoo.export import FORMATS, export
-from nfzoo.export.cli import parity_table
+from nfzoo.exporting import FORMATS, export
+from nfzoo.exporting.cli import parity_table
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT_DIR = REPO / "export"

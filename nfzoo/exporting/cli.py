@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nfzoo.export import FORMATS, ExportError, export
+from nfzoo.exporting import FORMATS, ExportError, export
 
 __all__ = ["load_flow", "main", "parity_table"]
 

@@ -314,5 +314,5 @@ def _check_frozen(name: str, graph_def) -> None:
         raise ValueError(
             f"Export of endpoint {name!r}: the frozen graph contains {', '.join(bad)} ({reasons})."
             " Register an export kernel for the layer that emits it "
-            "(nfzoo.export.graphs.register_export_kernel)."
+            "(nfzoo.exporting.graphs.register_export_kernel)."
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from nfzoo.export.graphs import FrozenEndpoint
+from nfzoo.exporting.graphs import FrozenEndpoint
 
 ONNX_OPSET = 17
 SAVED_MODEL_DIR = "saved_model"

@@ -1,7 +1,10 @@
 """Export a Flow to SavedModel (TF Serving), ONNX (onnxruntime) and TFLite (LiteRT), with a
 mandatory parity check of every artifact in its own runtime.
 
-    nfzoo.export.export(flow, "out/maf", formats=("saved_model", "onnx", "tflite"))
+    nfzoo.export(flow, "out/maf", formats=("saved_model", "onnx", "tflite"))
+
+(``nfzoo.export`` is this package's ``export``; the package is called ``exporting`` so that the
+function's name shadows no module.)
 
 writes ``out/maf/`` with ``saved_model/``, ``model.<endpoint>.onnx``, ``model.tflite`` and
 ``manifest.json``. Endpoints (all on a dynamic batch, float32):
@@ -33,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nfzoo.export.formats import (
+from nfzoo.exporting.formats import (
     ONNX_OPSET,
     SAVED_MODEL_DIR,
     TFLITE_FILE,
@@ -46,7 +49,7 @@ from nfzoo.export.formats import (
     write_saved_model,
     write_tflite,
 )
-from nfzoo.export.graphs import ENDPOINTS, freeze_endpoints, register_export_kernel
+from nfzoo.exporting.graphs import ENDPOINTS, freeze_endpoints, register_export_kernel
 from nfzoo.flow import Flow
 
 __all__ = ["FORMATS", "TOLERANCE", "ExportError", "export", "register_export_kernel"]
