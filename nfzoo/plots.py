@@ -1,0 +1,119 @@
+"""Pictures of 2-D targets and the flows fitted to them (as in Rezende & Mohamed 2015,
+arXiv:1505.05770, figure 3), written as PNG files.
+
+matplotlib is used through its object API and the Agg canvas only, so importing this module
+changes no global backend. Files are written atomically (a temporary file in the same folder,
+then ``os.replace``): a reader never sees half a PNG.
+
+    plots.plot_fits([(targets.get("u1"), {"planar": flow})], "out/vi/u1.png")
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from nfzoo import targets as targets_lib
+from nfzoo.flow import Flow
+
+__all__ = ["flow_density_on_grid", "plot_fits", "target_density_on_grid"]
+
+
+def _grid(plot_range, size: int):
+    (x0, x1), (y0, y1) = plot_range
+    xs, ys = np.linspace(x0, x1, size), np.linspace(y0, y1, size)
+    xx, yy = np.meshgrid(xs, ys)
+    return xs, ys, np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def target_density_on_grid(target, plot_range=None, size: int = 200) -> np.ndarray:
+    """exp(log p~) on a size x size grid over ``plot_range`` (default the target's), scaled to
+    a maximum of 1 (log Z of U1-U4 is unknown; pictures need no normalisation)."""
+    target = targets_lib.as_target(target, event_dim=2)
+    _, _, points = _grid(plot_range or target.plot_range, size)
+    log_p = target.log_prob(tf.constant(points, tf.float64)).numpy()
+    return np.exp(log_p - log_p.max()).reshape(size, size)
+
+
+def flow_density_on_grid(
+    flow: Flow, plot_range, size: int = 200, num_samples: int = 200_000, seed: int = 0
+) -> tuple[np.ndarray, str]:
+    """The flow's density on the grid, and how it was obtained: exact log q(x) where the flow
+    has an inverse, else a histogram of ``num_samples`` samples (a flow without inverse knows
+    its density only at its own samples). Scaled to a maximum of 1."""
+    if flow.has_inverse:
+        _, _, points = _grid(plot_range, size)
+        log_q = tf.function(flow.log_prob)(tf.constant(points, flow.compute_dtype)).numpy()
+        return np.exp(log_q - log_q.max()).reshape(size, size), "exact density"
+    z = tf.random.stateless_normal(
+        (num_samples, *flow.base_event_shape), seed=(seed, 0), dtype=flow.compute_dtype
+    )
+    x = tf.function(flow.generate)(z).numpy()
+    (x0, x1), (y0, y1) = plot_range
+    counts, _, _ = np.histogram2d(x[:, 1], x[:, 0], bins=size, range=[[y0, y1], [x0, x1]])
+    return counts / max(counts.max(), 1.0), f"histogram of {num_samples:,} samples"
+
+
+def plot_fits(
+    rows: Sequence[tuple[Any, Mapping[str, Flow]]],
+    path: str | os.PathLike,
+    size: int = 200,
+    num_samples: int = 200_000,
+    seed: int = 0,
+    dpi: int = 100,
+) -> Path:
+    """One row per target: the target's density exp(-U), then each fitted flow's density
+    (label -> flow) over the same region. Writes a PNG atomically; returns its path.
+
+    Args:
+      rows: (target, {label: flow}) pairs; targets as accepted by ``targets.as_target``.
+      path: where the PNG goes (its folder is created).
+      size: grid points (and histogram bins) per axis.
+      num_samples: samples per histogram, for flows without inverse.
+      seed: noise seed of those samples.
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("plot_fits needs at least one (target, flows) row.")
+    cols = 1 + max(len(flows) for _, flows in rows)
+    fig = Figure(figsize=(2.6 * cols, 2.6 * len(rows)), dpi=dpi)
+    FigureCanvasAgg(fig)
+    for r, (target, flows) in enumerate(rows):
+        target = targets_lib.as_target(target, event_dim=2)
+        plot_range = target.plot_range
+        (x0, x1), (y0, y1) = plot_range
+        extent = (x0, x1, y0, y1)
+        panels = [(target.name, target_density_on_grid(target, plot_range, size), "exp(log p~)")]
+        for label, flow in flows.items():
+            density, how = flow_density_on_grid(flow, plot_range, size, num_samples, seed)
+            panels.append((label, density, how))
+        for c, (label, image, how) in enumerate(panels):
+            ax = fig.add_subplot(len(rows), cols, r * cols + c + 1)
+            ax.imshow(image, origin="lower", extent=extent, cmap="viridis", aspect="auto")
+            ax.set_title(f"{label}\n{how}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return _save_atomically(fig, Path(path))
+
+
+def _save_atomically(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
