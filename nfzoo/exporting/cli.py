@@ -38,24 +38,31 @@ def load_flow(source: str):
 
 
 def parity_table(manifests: dict[str, dict]) -> str:
-    """Markdown table name x format x endpoint of the max parity error (over batch 1 and
-    1000); ``sample`` shows the z-score of its mean against the Keras samples."""
+    """Markdown table (flow x endpoint) x format of the max parity error over batch 1 and
+    1000; ``sample`` (random) shows the largest z-score of its mean against the Keras samples,
+    and a dash marks an endpoint the flow does not have."""
+    formats = [
+        f
+        for f in ("saved_model", "onnx", "tflite")
+        if any(f in m["parity"]["results"] for m in manifests.values())
+    ]
     lines = [
-        "| flow | format | endpoint | max error (batch 1) | max error (batch 1000) |",
-        "|---|---|---|---|---|",
+        "| flow | endpoint | " + " | ".join(formats) + " |",
+        "|---|---|" + "---|" * len(formats),
     ]
     for name, m in manifests.items():
-        for fmt, eps in m["parity"]["results"].items():
-            for ep, res in eps.items():
-                cells = []
-                for batch in ("batch_1", "batch_1000"):
-                    r = res[batch]
-                    cells.append(
-                        f"{r['max_error']:.1e}"
-                        if r.get("max_error") is not None
-                        else f"mean z {r['mean_z_score']:.1f}"
-                    )
-                lines.append(f"| {name} | {fmt} | {ep} | {cells[0]} | {cells[1]} |")
+        results = m["parity"]["results"]
+        for ep in m["endpoints"]:
+            cells = []
+            for fmt in formats:
+                records = list(results.get(fmt, {}).get(ep, {}).values())
+                if not records:
+                    cells.append("-")
+                elif ep == "sample":
+                    cells.append(f"z {max(r['mean_z_score'] for r in records):.1f}")
+                else:
+                    cells.append(f"{max(r['max_error'] for r in records):.1e}")
+            lines.append(f"| {name} | {ep} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
