@@ -44,12 +44,22 @@ def target_density_on_grid(target, plot_range=None, size: int = 200) -> np.ndarr
 
 
 def flow_density_on_grid(
-    flow: Flow, plot_range, size: int = 200, num_samples: int = 200_000, seed: int = 0
+    flow: Flow,
+    plot_range,
+    size: int = 200,
+    num_samples: int = 200_000,
+    seed: int = 0,
+    method: str = "auto",
 ) -> tuple[np.ndarray, str]:
-    """The flow's density on the grid, and how it was obtained: exact log q(x) where the flow
-    has an inverse, else a histogram of ``num_samples`` samples (a flow without inverse knows
-    its density only at its own samples). Scaled to a maximum of 1."""
-    if flow.has_inverse:
+    """The flow's density on the grid, and how it was obtained: "exact" log q(x) (needs an
+    inverse), or a "histogram" of ``num_samples`` samples (a flow without inverse knows its
+    density only at its own samples); "auto" takes the exact density where it can. Scaled to a
+    maximum of 1."""
+    if method not in ("auto", "exact", "histogram"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'histogram'; received {method!r}.")
+    if method == "exact" and not flow.has_inverse:
+        raise ValueError(f"Flow {flow.name} has no inverse: its exact density is unavailable.")
+    if method != "histogram" and flow.has_inverse:
         _, _, points = _grid(plot_range, size)
         log_q = tf.function(flow.log_prob)(tf.constant(points, flow.compute_dtype)).numpy()
         return np.exp(log_q - log_q.max()).reshape(size, size), "exact density"

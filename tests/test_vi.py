@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import perturb
 
 import nfzoo
-from nfzoo import targets, vi
+from nfzoo import plots, targets, vi
 
 ARCHS = nfzoo.list_architectures()
 
@@ -230,6 +230,42 @@ def test_forward_and_reverse_kl_fits_agree():
     assert between < 0.1 and se < 0.01
     untrained = nfzoo.build("realnvp", 2, seed=1, **options)
     assert vi.flow_kl(forward, untrained, num_samples=20_000, seed=3)[0] > 1.0
+
+
+# ---- pictures ------------------------------------------------------------------------------
+
+
+def test_flow_density_pictures_agree_both_ways():
+    # The untrained realnvp is N(0, I): its exact density on the grid, the histogram of its
+    # samples and the formula agree (histogram: 200,000 samples in 20 x 20 bins).
+    flow = nfzoo.build("realnvp", 2)
+    box = ((-3.0, 3.0), (-3.0, 3.0))
+    exact, how = plots.flow_density_on_grid(flow, box, size=20, method="exact")
+    hist, how_hist = plots.flow_density_on_grid(flow, box, size=20, method="histogram")
+    assert how == "exact density" and how_hist.startswith("histogram")
+    centres = np.linspace(-3, 3, 20)  # exact: grid points; histogram: bin centres
+    xx, yy = np.meshgrid(centres, centres)
+    gauss = np.exp(-0.5 * (xx**2 + yy**2))
+    np.testing.assert_allclose(exact, gauss / gauss.max(), atol=1e-5)  # both scaled to max 1
+    mid = (np.arange(20) + 0.5) * 0.3 - 3.0
+    mx, my = np.meshgrid(mid, mid)
+    gauss = np.exp(-0.5 * (mx**2 + my**2))
+    np.testing.assert_allclose(hist, gauss / gauss.max(), atol=0.08)
+    with pytest.raises(ValueError, match="has no inverse"):
+        plots.flow_density_on_grid(nfzoo.build("sylvester-orthogonal", 2), box, method="exact")
+
+
+def test_plot_fits_writes_a_png_atomically(tmp_path):
+    rows = [
+        ("u1", {"sylvester": nfzoo.build("sylvester-orthogonal", 2, num_layers=2)}),
+        (targets.get("banana"), {"realnvp": nfzoo.build("realnvp", 2, num_layers=2)}),
+    ]
+    path = plots.plot_fits(rows, tmp_path / "sub" / "fig.png", size=40, num_samples=5000)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert sorted(p.name for p in path.parent.iterdir()) == ["fig.png"]  # no temp file left
+    with pytest.raises(ValueError, match="at least one"):
+        plots.plot_fits([], tmp_path / "empty.png")
 
 
 # ---- slow: every builder under XLA, to a real fit ------------------------------------------
