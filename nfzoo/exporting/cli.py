@@ -14,7 +14,7 @@ from pathlib import Path
 
 from nfzoo.exporting import FORMATS, ExportError, export
 
-__all__ = ["load_flow", "main", "parity_table"]
+__all__ = ["build_parser", "load_flow", "main", "parity_table", "run"]
 
 
 def load_flow(source: str):
@@ -77,22 +77,30 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
+def run(args: argparse.Namespace) -> None:
+    """Loads and exports ``args.source``; prints the parity table. Raises ValueError
+    (ExportError included) or OSError with a message naming what went wrong."""
+    flow = load_flow(args.source)
+    is_file = args.source.endswith(".keras")
+    manifest = export(
+        flow,
+        Path(args.out),
+        formats=args.formats,
+        overwrite=args.overwrite,
+        name=Path(args.source).stem if is_file else Path(args.source).name,
+    )
+    print(parity_table({manifest["name"]: manifest}))
+    print(f"wrote {args.out}")
+
+
 def main(argv=None) -> int:
+    """Standalone entry point; ``nfzoo export`` is the same parser and ``run``."""
     args = build_parser().parse_args(argv)
     try:
-        flow = load_flow(args.source)
-        manifest = export(
-            flow,
-            Path(args.out),
-            formats=args.formats,
-            overwrite=args.overwrite,
-            name=Path(args.source).stem if args.source.endswith(".keras") else args.source,
-        )
+        run(args)
     except (ExportError, ValueError, OSError) as e:
         print(f"nfzoo export: {e}", file=sys.stderr)
         return 1
-    print(parity_table({manifest["name"]: manifest}))
-    print(f"wrote {args.out}")
     return 0
 
 
