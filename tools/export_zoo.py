@@ -70,7 +70,21 @@ def entry_source(name: str) -> dict:
     }
 
 
-def export_entry(name: str) -> dict:
+def up_to_date(name: str) -> dict | None:
+    """The existing manifest of ``name`` if it was exported from the current weights."""
+    path = EXPORT_DIR / name / "manifest.json"
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text())
+    return manifest if manifest.get("source") == entry_source(name) else None
+
+
+def export_entry(name: str, force: bool = False) -> dict:
+    """Exports ``name`` unless its export is up to date (tf2onnx output is not byte-stable,
+    so re-exporting unchanged weights would only churn binary files)."""
+    if not force and (manifest := up_to_date(name)) is not None:
+        print(f"{name}: up to date (same config and weights sha256); --force re-exports it")
+        return manifest
     flow = nfzoo.load(name)
     out = EXPORT_DIR / name
     source = entry_source(name)
@@ -97,6 +111,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="entries to export (default: all)")
     parser.add_argument("--all", action="store_true", help="every entry, not one per arch")
+    parser.add_argument("--force", action="store_true", help="re-export up-to-date entries")
     parser.add_argument("--table", action="store_true", help="print the table of export/*")
     parser.add_argument("--builders", action="store_true", help="export every builder, small")
     args = parser.parse_args(argv)
@@ -122,8 +137,8 @@ def main(argv=None) -> int:
         return 0
     manifests = {}
     for name in names:
-        manifests[name] = export_entry(name)
-        print(f"exported {name}: {folder_size(EXPORT_DIR / name) / 1e6:.2f} MB", flush=True)
+        manifests[name] = export_entry(name, force=args.force)
+        print(f"export/{name}: {folder_size(EXPORT_DIR / name) / 1e6:.2f} MB", flush=True)
     total = folder_size(EXPORT_DIR)
     print(parity_table(manifests))
     print(f"export/ holds {total / 1e6:.2f} MB")
