@@ -8,6 +8,7 @@ flow.log_prob(x), flow.sample(100)
 
 from nfzoo import data, layers
 from nfzoo.bijector_layer import BijectorLayer
+from nfzoo.exporting import export
 from nfzoo.flow import Flow
 from nfzoo.models import architecture, build, list_architectures
 from nfzoo.pretrained import list_pretrained, load, pretrained_entry
@@ -20,6 +21,7 @@ __all__ = [
     "architecture",
     "build",
     "data",
+    "export",
     "layers",
     "list_architectures",
     "list_pretrained",

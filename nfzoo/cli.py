@@ -6,6 +6,7 @@
     nfzoo logprob NAME --input x.npy|x.csv       log-density of each row
     nfzoo train ARCH --data moons|x.npy|x.csv --out DIR   train and save_pretrained
     nfzoo plot NAME -o out.png                   density and samples (2-D), sample grid (64-d)
+    nfzoo export NAME --formats onnx tflite --out DIR   parity-checked deployable graphs
 
 NAME is a pretrained entry or a folder written by ``save_pretrained`` / ``nfzoo train``.
 Bad input (a missing file, the wrong number of columns, NaN rows) is reported in one line
@@ -292,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="out.png")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_plot)
+
+    from nfzoo.exporting import cli as export_cli
+
+    p = sub.add_parser("export", help="SavedModel / ONNX / TFLite, parity-checked in each runtime")
+    export_cli.build_parser(p)
+    p.set_defaults(fn=export_cli.run)
     return parser
 
 
