@@ -259,6 +259,11 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
 
         Called eagerly by ``Flow.initialize`` before training; no-op by default."""
 
+    def mark_data_initialized(self) -> None:
+        """Keeps the current weights as the initialisation, for training without data
+        (reverse KL), so that a later likelihood ``fit`` does not re-initialise the layer.
+        No-op by default."""
+
     # ---- TFP role: public methods check their input once, then defer to TFP ----------
 
     def forward(self, x, name: str = "forward", **kwargs):

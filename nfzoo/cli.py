@@ -235,15 +235,10 @@ def _is_chief() -> bool:
 
 def cmd_plot(args) -> None:
     flow = _load(args.name)
-    from nfzoo import plotting
+    from nfzoo import plots
 
-    if flow.event_size == 2:
-        write_atomically(
-            args.output, lambda tmp: plotting.density_figure(flow, tmp, seed=args.seed)
-        )
-    else:
-        write_atomically(args.output, lambda tmp: plotting.sample_grid(flow, tmp, seed=args.seed))
-    print(f"wrote {args.output}")
+    draw = plots.density_figure if flow.event_size == 2 else plots.sample_grid
+    print(f"wrote {draw(flow, args.output, seed=args.seed)}")
 
 
 # ---- parser ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Pictures of 2-D targets and the flows fitted to them (as in Rezende & Mohamed 2015,
-arXiv:1505.05770, figure 3), written as PNG files.
+"""Pictures: 2-D targets and the flows fitted to them (as in Rezende & Mohamed 2015,
+arXiv:1505.05770, figure 3), a 2-D flow's density with its samples, and grids of image
+samples; written as PNG files.
 
 matplotlib is used through its object API and the Agg canvas only, so importing this module
 changes no global backend. Files are written atomically (a temporary file in the same folder,
@@ -24,7 +25,13 @@ from matplotlib.figure import Figure
 from nfzoo import targets as targets_lib
 from nfzoo.flow import Flow
 
-__all__ = ["flow_density_on_grid", "plot_fits", "target_density_on_grid"]
+__all__ = [
+    "density_figure",
+    "flow_density_on_grid",
+    "plot_fits",
+    "sample_grid",
+    "target_density_on_grid",
+]
 
 
 def _grid(plot_range, size: int):
@@ -111,6 +118,50 @@ def plot_fits(
             ax.set_title(f"{label}\n{how}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
+    fig.tight_layout()
+    return _save_atomically(fig, Path(path))
+
+
+def density_figure(flow: Flow, path: str | os.PathLike, seed: int = 0, size: int = 200) -> Path:
+    """A 2-D flow on its own: its density (exact where it has an inverse, else a histogram of
+    samples) over a region covering its samples, with 500 samples on top. Writes a PNG
+    atomically; returns its path."""
+    if flow.event_size != 2:
+        raise ValueError(
+            f"density_figure needs a 2-D flow; received event shape {flow.data_event_shape}."
+        )
+    samples = flow.sample(20000, seed=seed).numpy()
+    lo, hi = np.percentile(samples, [0.5, 99.5], axis=0)
+    pad = 0.15 * (hi - lo)
+    plot_range = ((lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
+    density, how = flow_density_on_grid(flow, plot_range, size, seed=seed)
+    fig = Figure(figsize=(5, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    (x0, x1), (y0, y1) = plot_range
+    ax.imshow(density, origin="lower", extent=(x0, x1, y0, y1), cmap="viridis", aspect="auto")
+    ax.scatter(samples[:500, 0], samples[:500, 1], s=2, c="white", alpha=0.6)
+    ax.set_title(f"{flow.name}: {how}, and 500 samples", fontsize=9)
+    fig.tight_layout()
+    return _save_atomically(fig, Path(path))
+
+
+def sample_grid(flow: Flow, path: str | os.PathLike, seed: int = 0, rows: int = 8) -> Path:
+    """A rows x rows grid of samples shown as square grey images (64-d digits: 8x8 pixels),
+    clipped to [0, 1]. Writes a PNG atomically; returns its path."""
+    side = round(np.sqrt(flow.event_size))
+    if side * side != flow.event_size:
+        raise ValueError(
+            f"sample_grid needs square images; received event shape {flow.data_event_shape}."
+        )
+    x = np.clip(flow.sample(rows * rows, seed=seed).numpy().reshape(rows, rows, side, side), 0, 1)
+    image = x.transpose(0, 2, 1, 3).reshape(rows * side, rows * side)
+    fig = Figure(figsize=(5, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"{flow.name}: {rows * rows} samples", fontsize=9)
     fig.tight_layout()
     return _save_atomically(fig, Path(path))
 

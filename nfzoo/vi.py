@@ -79,13 +79,7 @@ def _mark_data_initialized(flow: Flow) -> None:
     does not overwrite what reverse KL has learned."""
     for layer in flow.flow_layers:
         if layer.needs_data_init and not layer.is_data_initialized:
-            flag = getattr(layer, "initialized", None)
-            if flag is None:
-                raise ValueError(
-                    f"Layer {layer.name} needs data-dependent initialisation, which reverse KL "
-                    "cannot give; initialise the flow first (flow.initialize(x))."
-                )
-            flag.assign(1.0)
+            layer.mark_data_initialized()
 
 
 # ---- importance-weight statistics ------------------------------------------------------

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 import nfzoo
-from nfzoo import plotting
+from nfzoo import plots
 from nfzoo.cli import write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def pretrained_part(name: str, out: Path) -> bool:
     for x, lp in zip(samples.numpy(), flow.log_prob(samples).numpy()):
         print(f"      {np.array2string(x, precision=3):24s} log q = {lp:.3f}")
     png = out / f"{name}.png"
-    write_atomically(png, lambda tmp: plotting.density_figure(flow, tmp))
+    plots.density_figure(flow, png)
     print(f"    density plot: {_rel(png)}")
     export_dir = out / "export" / name
     manifest = nfzoo.export(flow, export_dir, formats=("onnx", "tflite"), overwrite=True)

@@ -60,6 +60,9 @@ class ActNorm(BijectorLayer):
         self.log_scale.assign(tf.math.log(tf.sqrt(var) + self.eps))
         self.initialized.assign(1.0)
 
+    def mark_data_initialized(self):
+        self.initialized.assign(1.0)
+
     def _log_det(self, like):
         return batch_constant(
             self._positions * tf.reduce_sum(self.log_scale), like, self.event_ndims
