@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+from nfzoo.files import write_file_atomically
 
 __all__ = ["main"]
 
@@ -75,29 +76,15 @@ def _read_csv(path: Path) -> np.ndarray:
         return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)  # a header row
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Calls ``write(tmp)`` on a temporary file beside ``path``, then renames it into place:
-    a failure never leaves a half-written ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def write_array(path: str | os.PathLike, x: np.ndarray) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return write_atomically(path, lambda tmp: np.save(tmp, x))
+        return write_file_atomically(path, lambda tmp: np.save(tmp, x))
     if suffix == ".csv":
-        return write_atomically(path, lambda tmp: np.savetxt(tmp, x, delimiter=",", fmt="%.8g"))
+        return write_file_atomically(
+            path, lambda tmp: np.savetxt(tmp, x, delimiter=",", fmt="%.8g")
+        )
     raise CLIError(f"output must end in .npy or .csv; received {path.name}")
 
 

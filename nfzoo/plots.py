@@ -12,7 +12,6 @@ then ``os.replace``): a reader never sees half a PNG.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from nfzoo import targets as targets_lib
+from nfzoo.files import write_file_atomically
 from nfzoo.flow import Flow
 
 __all__ = [
@@ -167,14 +167,4 @@ def sample_grid(flow: Flow, path: str | os.PathLike, seed: int = 0, rows: int = 
 
 
 def _save_atomically(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_file_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))

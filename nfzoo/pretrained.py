@@ -18,18 +18,16 @@ folder (whose config.json records its own weights' digest).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keras
 
+from nfzoo.files import atomic_directory, sha256_file
 from nfzoo.flow import Flow
 from nfzoo.registry import Registry
 
@@ -120,18 +118,10 @@ def load(name_or_dir: str | os.PathLike) -> Flow:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_digest(path: Path, expected: str) -> None:
     if not path.is_file():
         raise IntegrityError(f"{path} is missing.")
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise IntegrityError(
             f"{path} does not match its recorded sha256 (expected {expected}, found {actual}, "
@@ -195,32 +185,16 @@ def save_pretrained(
       overwrite: replace an existing folder.
     """
     directory = Path(directory)
-    if directory.exists() and not overwrite:
-        raise ValueError(f"{directory} exists; pass overwrite=True to replace it.")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is ordinary data
-    try:
+    with atomic_directory(directory, overwrite=overwrite) as tmp:
         flow.save_weights(tmp / WEIGHTS_FILE)
         config = {
             "format": FORMAT,
             "flow": flow.get_config(),
-            "weights_sha256": _sha256(tmp / WEIGHTS_FILE),
+            "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
             **(metadata or {}),
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (tmp / CARD_FILE).write_text(card or _default_card(flow, config))
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

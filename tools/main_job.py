@@ -20,7 +20,7 @@ import numpy as np
 
 import nfzoo
 from nfzoo import plots
-from nfzoo.cli import write_atomically
+from nfzoo.files import write_file_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def training_part(arch: str, epochs: int, out: Path) -> bool:
     gaussian = nfzoo.data.gaussian_baseline_nll(train, test)
     print(f"    held-out NLL {nll:.4f} nats (best single Gaussian {gaussian:.4f}), {seconds:.1f} s")
     path = out / f"{arch}-moons.keras"
-    write_atomically(path, flow.save)
+    write_file_atomically(path, flow.save)
     reloaded = keras.saving.load_model(path)
     diff = float(np.max(np.abs(reloaded.log_prob(test) - flow.log_prob(test))))
     print(f"    saved {_rel(path)}; reloaded log_prob max |difference| = {diff:.1e}")

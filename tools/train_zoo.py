@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from dataclasses import dataclass, field
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,11 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 import nfzoo
+from nfzoo.files import sha256_file, write_file_atomically
 from nfzoo.pretrained import (
     CONFIG_FILE,
     INDEX_FILE,
     WEIGHTS_FILE,
-    _sha256,
     pretrained_dir,
     save_pretrained,
 )
@@ -205,14 +204,12 @@ def record(name: str, meta: dict) -> None:
         "architecture": meta["architecture"]["name"],
         "dataset": {k: v for k, v in meta["dataset"].items() if k != "sizes"},
         "metrics": meta["metrics"],
-        "config_sha256": _sha256(folder / CONFIG_FILE),
-        "weights_sha256": _sha256(folder / WEIGHTS_FILE),
+        "config_sha256": sha256_file(folder / CONFIG_FILE),
+        "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
         "size_bytes": sum(p.stat().st_size for p in folder.iterdir()),
     }
     text = json.dumps(dict(sorted(index.items())), indent=2) + "\n"
-    with tempfile.NamedTemporaryFile("w", dir=index_path.parent, delete=False) as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, index_path)
+    write_file_atomically(index_path, lambda tmp: tmp.write_text(text))
 
 
 def main() -> int:

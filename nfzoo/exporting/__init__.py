@@ -26,10 +26,8 @@ destination and renamed into place only once every check has passed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -50,6 +48,7 @@ from nfzoo.exporting.formats import (
     write_tflite,
 )
 from nfzoo.exporting.graphs import ENDPOINTS, freeze_endpoints, register_export_kernel
+from nfzoo.files import atomic_directory, sha256_file
 from nfzoo.flow import Flow
 
 __all__ = ["FORMATS", "TOLERANCE", "ExportError", "export", "register_export_kernel"]
@@ -96,23 +95,8 @@ def export(
       ValueError: bad arguments (unknown format, unsupported flow).
     """
     formats = _check_args(flow, formats)
-    out = Path(directory)
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out} already exists; pass overwrite=True to replace it.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with atomic_directory(directory, overwrite=overwrite) as tmp:
         manifest = _export_into(flow, tmp, formats, name or flow.name, source or {})
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(old / "x")
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -304,14 +288,6 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _manifest(flow, name, formats, frozen, parity, inputs, expected, tmp: Path) -> dict:
     (dim,) = flow.data_event_shape
     (base_dim,) = flow.base_event_shape
@@ -371,7 +347,7 @@ def _manifest(flow, name, formats, frozen, parity, inputs, expected, tmp: Path) 
             if ep != "sample"
         },
     }
-    files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     return {
         "manifest_version": 1,
         "name": name,
