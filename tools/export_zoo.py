@@ -8,10 +8,10 @@
 
 Entries come from ``nfzoo.list_pretrained()``: by default the smallest entry of each
 architecture, which keeps export/ well inside its 60 MB budget (ONNX holds one file per
-endpoint, each with its own copy of the weights); without a pretrained registry (or with an
-empty one) nothing is exported. Each export runs the mandatory parity check (SavedModel in
-TensorFlow, ONNX in onnxruntime, TFLite in LiteRT, batch 1 and 1000 against the Keras model);
-the SavedModel is kept only where the folder stays within the size budget.
+endpoint, each with its own copy of the weights). Each export runs the mandatory parity
+check (SavedModel in TensorFlow, ONNX in onnxruntime, TFLite in LiteRT, batch 1 and 1000
+against the Keras model); the SavedModel is kept only where the folder stays within the size
+budget.
 """
 
 from __future__ import annotations
@@ -42,11 +42,8 @@ TOTAL_BUDGET = 60_000_000
 
 def pretrained_names(every: bool = False) -> list[str]:
     """Names of the pretrained entries to export: the smallest entry of each architecture
-    (``every``: all of them), or [] when nfzoo has no pretrained registry."""
-    list_pretrained = getattr(nfzoo, "list_pretrained", None)
-    if list_pretrained is None:
-        return []
-    entries = sorted(list_pretrained(), key=lambda e: (e.size_bytes, e.name))
+    (``every``: all of them)."""
+    entries = sorted(nfzoo.list_pretrained(), key=lambda e: (e.size_bytes, e.name))
     if every:
         return sorted(e.name for e in entries)
     chosen = {}

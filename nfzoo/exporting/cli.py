@@ -22,19 +22,12 @@ def load_flow(source: str):
     if source.endswith(".keras"):
         import keras
 
-        import nfzoo.flow  # registers the classes the .keras file names
-        import nfzoo.layers
+        import nfzoo  # registers the classes the .keras file names
 
         return keras.saving.load_model(source)
     import nfzoo
 
-    load = getattr(nfzoo, "load", None)
-    if load is None:
-        raise ValueError(
-            f"cannot load {source!r}: this nfzoo has no pretrained registry (nfzoo.load); "
-            "pass a .keras file saved with flow.save."
-        )
-    return load(source)
+    return nfzoo.load(source)
 
 
 def parity_table(manifests: dict[str, dict]) -> str:
