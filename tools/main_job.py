@@ -52,6 +52,7 @@ def pretrained_part(name: str, out: Path) -> bool:
 
 def training_part(arch: str, epochs: int, out: Path) -> bool:
     train, val, test = nfzoo.data.split(nfzoo.data.make_moons(3000, seed=0))
+    keras.utils.set_random_seed(0)  # fit's shuffling: the same figures on every run
     flow = nfzoo.build(arch, 2, seed=0)
     flow.compile(learning_rate=2e-3)  # Adam, jit_compile=True
     print(f"[2] training {arch} on two moons ({len(train)} points, {epochs} epochs)")
