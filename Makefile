@@ -18,11 +18,11 @@ $(STAMP): setup.cfg pyproject.toml
 main: $(STAMP)  ## the main job: train, score, sample, save and reload a flow
 	$(BIN)/python tools/main_job.py
 
-test: $(STAMP)  ## the default test suite (lint and format checks included)
-	$(BIN)/python -m pytest -q
+test: $(STAMP)  ## the default test suite (lint and format checks included), one worker a core
+	$(BIN)/python -m pytest -q -n auto
 
 slow: $(STAMP)  ## long training runs
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -n auto -m slow
 
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
