@@ -19,10 +19,10 @@ EXPECTED = {
     "iaf-moons",
     "glow1d-moons",
     "maf-circles",
-    "maf-8gaussians",
-    "maf-pinwheel",
-    "maf-checkerboard",
-    "maf-2spirals",
+    "realnvp-8gaussians",
+    "glow1d-pinwheel",
+    "realnvp-checkerboard",
+    "realnvp-2spirals",
     "maf-digits",
 }
 
