@@ -29,6 +29,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from nfzoo.bijector_layer import BijectorLayer, as_float_tensor, check_event_shape
+from nfzoo.ops import resolve_optimizer
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -219,8 +220,7 @@ class Flow(keras.Model):
                 "Flow trains by negative log-likelihood and takes no loss; received "
                 f"loss={loss!r}. Use nfzoo's reverse-KL training for other objectives."
             )
-        if isinstance(optimizer, str) and optimizer.lower() == "adam" and learning_rate:
-            optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        optimizer = resolve_optimizer(optimizer, learning_rate)
         self._bits_per_dim_enabled = bool(bits_per_dim)
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 

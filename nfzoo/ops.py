@@ -44,6 +44,16 @@ def householder_product(vectors: tf.Tensor) -> tf.Tensor:
     return q
 
 
+def resolve_optimizer(optimizer, learning_rate: float | None):
+    """``optimizer`` as ``Model.compile`` takes it, except that "adam" with a
+    ``learning_rate`` becomes an Adam at that rate (the flows' and ReverseKL's default)."""
+    if isinstance(optimizer, str) and optimizer.lower() == "adam" and learning_rate:
+        import keras
+
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+    return optimizer
+
+
 def fixed_seed(seed: int | None) -> int:
     """``seed``, or a fresh random one when it is None: layers fix their seed at construction
     so that their config alone reproduces their initial weights and orderings."""

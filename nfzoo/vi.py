@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from nfzoo import targets as targets_lib
 from nfzoo.flow import Flow
+from nfzoo.ops import resolve_optimizer
 
 __all__ = [
     "Diagnostics",
@@ -269,8 +270,7 @@ class ReverseKL(keras.Model):
         is -ELBO and ``loss`` must be left None."""
         if loss is not None:
             raise ValueError(f"ReverseKL minimises -ELBO and takes no loss; received {loss!r}.")
-        if isinstance(optimizer, str) and optimizer.lower() == "adam" and learning_rate:
-            optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        optimizer = resolve_optimizer(optimizer, learning_rate)
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     def _no_data(self, method, x, y):
