@@ -1,7 +1,7 @@
 """nfzoo: normalizing flows for TensorFlow / Keras 3, every layer also a TFP bijector.
 
 import nfzoo
-flow = nfzoo.build("maf", event_dim=2)
+flow = nfzoo.build("maf", 2)          # or nfzoo.build("glow", (8, 8, 1))
 flow.fit(x, epochs=10)
 flow.log_prob(x), flow.sample(100)
 """

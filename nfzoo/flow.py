@@ -28,7 +28,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from nfzoo.bijector_layer import BijectorLayer, as_float_tensor, check_event_shape
+from nfzoo.bijector_layer import (
+    BijectorLayer,
+    as_float_tensor,
+    build_chain,
+    chain_forward,
+    chain_inverse,
+    check_event_shape,
+    initialize_chain,
+)
 from nfzoo.ops import resolve_optimizer
 
 tfb = tfp.bijectors
@@ -89,14 +97,7 @@ class Flow(keras.Model):
         self.build((None, *self.data_event_shape))
 
     def build(self, input_shape):
-        # Walk from the data side to the base side: each layer is built on its forward-input
-        # shape, which is the inverse image of the shape after it.
-        shape = tf.TensorShape(tuple(input_shape)[1:])
-        for layer in reversed(self.flow_layers):
-            shape = layer.inverse_event_shape(shape)
-            if not layer.built:
-                layer.build((None, *shape.as_list()))
-        self.base_event_shape = tuple(shape.as_list())
+        self.base_event_shape = build_chain(self.flow_layers, tuple(input_shape)[1:])
 
     # ---- distributions and bijector views -------------------------------------------
 
@@ -152,13 +153,23 @@ class Flow(keras.Model):
         x, fldj = self._forward_pass(z)
         return x, self.base_distribution.log_prob(z) - fldj
 
-    def sample(self, n: int, seed: int | None = None) -> tf.Tensor:
-        """``n`` samples x = g(z), z ~ p(z). An integer ``seed`` makes them reproducible."""
+    def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> tf.Tensor:
+        """``n`` samples x = g(T z), z ~ p(z). An integer ``seed`` makes them reproducible.
+
+        ``temperature`` T scales the base noise (Glow's reduced-temperature sampling, Kingma &
+        Dhariwal 2018, section 5): T < 1 trades diversity for typical, cleaner samples; in a
+        multi-scale flow every scale's noise is scaled alike."""
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"sample expects a non-negative integer n; received {n!r}.")
+        if isinstance(temperature, bool) or not (
+            isinstance(temperature, int | float | np.floating) and temperature > 0
+        ):
+            raise ValueError(f"sample expects a temperature > 0; received {temperature!r}.")
         if seed is not None:
             seed = (int(seed), 0)  # a stateless seed: same samples on every call
         z = self.base_distribution.sample(int(n), seed=seed)
+        if temperature != 1.0:
+            z = z * tf.cast(temperature, z.dtype)
         return self._forward_pass(z)[0]
 
     def call(self, inputs, training=None):
@@ -173,19 +184,11 @@ class Flow(keras.Model):
 
     def _inverse_pass(self, x):
         """x -> z through the layers in reverse order; returns (z, sum of log|det dz/dx|)."""
-        total = 0.0
-        for layer in reversed(self.flow_layers):
-            x, ldj = layer._inverse_and_log_det(x)
-            total = total + ldj
-        return x, total
+        return chain_inverse(self.flow_layers, x)
 
     def _forward_pass(self, z):
         """z -> x through the layers in order; returns (x, sum of log|det dx/dz|)."""
-        total = 0.0
-        for layer in self.flow_layers:
-            z, ldj = layer._forward_and_log_det(z)
-            total = total + ldj
-        return z, total
+        return chain_forward(self.flow_layers, z)
 
     def _data(self, x):
         x = as_float_tensor(x, tf.as_dtype(self.compute_dtype), who=f"Flow {self.name!r}")
@@ -287,15 +290,7 @@ class Flow(keras.Model):
     def initialize(self, x) -> None:
         """Initialises data-dependent layers (ActNorm) from a batch of data ``x``, running the
         inverse pass from the data side up to the last such layer."""
-        h = self._data(x)
-        pending = [layer.needs_data_init for layer in self.flow_layers]
-        for i in reversed(range(len(self.flow_layers))):
-            if not any(pending[: i + 1]):
-                break
-            layer = self.flow_layers[i]
-            if layer.needs_data_init and not layer.is_data_initialized:
-                layer.data_initialize(h)
-            h = layer._inverse_and_log_det(h)[0]
+        initialize_chain(self.flow_layers, self._data(x))
 
     # ---- serialisation ----------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """Builders of named flow architectures, with paper defaults scaled to small problems.
 
-``build(arch, event_dim, **kwargs)`` returns a ready (built, untrained) ``Flow``;
-``list_architectures()`` lists the names. Every builder takes ``dtype`` ("float32" or
-"float64") and ``seed`` (initialisers and orderings), plus the options in its docstring.
-The same registry drives the contract test suite, so a new builder is tested by registering it.
+``build(arch, event_shape, **kwargs)`` returns a ready (built, untrained) ``Flow``;
+``list_architectures()`` lists the names. Vector architectures take an event dimension D
+(``build("maf", 2)``), image architectures an image shape [H, W, C] (``build("glow", (8, 8, 1))``).
+Every builder takes ``dtype`` ("float32" or "float64") and ``seed`` (initialisers and
+orderings), plus the options in its docstring. The same registry drives the contract test
+suite, so a new builder is tested by being registered.
 """
 
 from __future__ import annotations
@@ -11,20 +13,30 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from nfzoo.flow import Flow
 from nfzoo.layers import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
+    FactorOut,
+    ImageAdditiveCoupling,
+    ImageAffineCoupling,
     InverseAutoregressive,
+    InvertibleLinear,
+    Logit,
     LULinear,
     MaskedAutoregressive,
+    Permute,
     Planar,
+    QRLinear,
     Radial,
     SylvesterHouseholder,
     SylvesterOrthogonal,
     SylvesterTriangular,
 )
+from nfzoo.layers.reshape import Squeeze
 from nfzoo.registry import Registry
 
 __all__ = ["Architecture", "architecture", "build", "list_architectures"]
@@ -32,20 +44,26 @@ __all__ = ["Architecture", "architecture", "build", "list_architectures"]
 
 @dataclass(frozen=True)
 class Architecture:
-    """A registered builder: ``builder(event_dim, dtype=..., seed=..., **options) -> Flow``."""
+    """A registered builder: ``builder(event, dtype=..., seed=..., **options) -> layers``,
+    where ``event`` is D for vector architectures (``event_rank`` 1) and (H, W, C) for image
+    architectures (``event_rank`` 3). ``example_options`` build a small instance of it on
+    ``example_shape`` (the contract tests use them)."""
 
     name: str
-    builder: Callable[..., Flow]
+    builder: Callable[..., list]
     summary: str
     paper: str
+    event_rank: int = 1
+    example_shape: tuple[int, ...] = (3,)
+    example_options: tuple[tuple[str, object], ...] = ()
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture")
 
 
-def register_architecture(name: str, summary: str, paper: str):
-    def decorate(fn: Callable[..., Flow]) -> Callable[..., Flow]:
-        ARCHITECTURES.add(name, Architecture(name, fn, summary, paper))
+def register_architecture(name: str, summary: str, paper: str, **kwargs):
+    def decorate(fn: Callable[..., list]) -> Callable[..., list]:
+        ARCHITECTURES.add(name, Architecture(name, fn, summary, paper, **kwargs))
         return fn
 
     return decorate
@@ -63,30 +81,54 @@ def architecture(name: str) -> Architecture:
 
 def build(
     arch: str,
-    event_dim: int,
+    event_shape: int | Sequence[int],
     *,
     dtype: str = "float32",
     seed: int = 0,
     name: str | None = None,
     **options,
 ) -> Flow:
-    """Builds the architecture ``arch`` for ``event_dim``-dimensional data.
+    """Builds the architecture ``arch`` for data of ``event_shape``.
 
     Args:
       arch: one of ``list_architectures()``.
-      event_dim: dimension D of one data point.
+      event_shape: D (or (D,)) for vector architectures; (H, W, C) for image architectures.
       dtype: "float32" or "float64".
       seed: seed of the initialisers, orderings and permutations.
       name: model name (default: the architecture name).
       **options: architecture options (see each builder: ``num_layers``, ``hidden_units``...).
     """
     entry = ARCHITECTURES.get(arch)
-    if isinstance(event_dim, bool) or not isinstance(event_dim, int) or event_dim < 1:
-        raise ValueError(f"event_dim must be a positive integer; received {event_dim!r}.")
+    shape = _event_shape(event_shape)
+    if len(shape) != entry.event_rank:
+        kind = "a dimension D" if entry.event_rank == 1 else "an image shape (H, W, C)"
+        raise ValueError(
+            f"{arch} builds flows on events of rank {entry.event_rank} and takes {kind}; "
+            f"received event_shape {event_shape!r}."
+        )
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64'; received {dtype!r}.")
-    layers = entry.builder(event_dim, dtype=dtype, seed=seed, **options)
-    return Flow(layers, event_shape=(event_dim,), name=name or arch.replace("-", "_"), dtype=dtype)
+    event = shape[0] if entry.event_rank == 1 else shape
+    layers = entry.builder(event, dtype=dtype, seed=seed, **options)
+    return Flow(layers, event_shape=shape, name=name or arch.replace("-", "_"), dtype=dtype)
+
+
+def _event_shape(event_shape) -> tuple[int, ...]:
+    shape = (event_shape,) if isinstance(event_shape, int | np.integer) else event_shape
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        shape = None
+    if (
+        not shape
+        or any(isinstance(d, bool) or not isinstance(d, int | np.integer) for d in shape)
+        or any(d < 1 for d in shape)
+    ):
+        raise ValueError(
+            "event_shape must be a positive integer D or a tuple of positive integers such as "
+            f"(8, 8, 1); received {event_shape!r}."
+        )
+    return tuple(int(d) for d in shape)
 
 
 def _needs_two_dims(arch: str, event_dim: int) -> None:
@@ -191,3 +233,158 @@ def _glow_1d(event_dim, dtype, seed, num_steps: int = 4, hidden_units: Sequence[
             ActNorm(dtype=dtype),
         ]
     return layers
+
+
+# ---- image architectures ------------------------------------------------------------------
+
+#: Glow's channel mixing between couplings: a fixed permutation or an invertible 1x1 conv
+PERMUTATIONS = ("reverse", "shuffle", "1x1", "lu", "qr")
+COUPLINGS = {"affine": ImageAffineCoupling, "additive": ImageAdditiveCoupling}
+
+
+def _choice(option: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{option} must be one of {tuple(choices)}; received {value!r}.")
+
+
+def _check_levels(arch: str, image_shape, levels: int) -> None:
+    height, width, _ = image_shape
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"{arch}: levels must be a positive integer; received {levels!r}.")
+    factor = 2**levels
+    if height % factor or width % factor:
+        raise ValueError(
+            f"{arch} with {levels} levels squeezes {levels} times and needs height and width "
+            f"divisible by {factor}; received image shape {tuple(image_shape)}."
+        )
+
+
+def _preprocessing(num_levels, alpha, dtype) -> list:
+    """RealNVP's logit pre-processing next to the data, for dequantized counts in [0, K]."""
+    return [] if num_levels is None else [Logit(num_levels, alpha=alpha, dtype=dtype)]
+
+
+def _channel_mixer(permutation: str, seed: int, dtype):
+    if permutation in ("reverse", "shuffle"):
+        spec = "reversed" if permutation == "reverse" else "random"
+        return Permute(spec, seed=seed, event_ndims=3, dtype=dtype)
+    cls = {"1x1": InvertibleLinear, "lu": LULinear, "qr": QRLinear}[permutation]
+    return cls(seed=seed, event_ndims=3, dtype=dtype)
+
+
+@register_architecture(
+    "glow",
+    "Glow: multi-scale ActNorm + invertible 1x1 conv + coupling, learned-prior splits",
+    "arXiv:1807.03039",
+    event_rank=3,
+    example_shape=(4, 4, 1),
+    example_options=(
+        ("levels", 2),
+        ("steps_per_level", 2),
+        ("hidden_channels", 8),
+        ("num_levels", 4),
+    ),
+)
+def _glow(
+    image_shape,
+    dtype,
+    seed,
+    levels: int = 2,
+    steps_per_level: int = 8,
+    hidden_channels: int = 64,
+    coupling: str = "affine",
+    permutation: str = "lu",
+    num_levels: int | None = None,
+    alpha: float = 0.05,
+):
+    """Glow (Kingma & Dhariwal 2018) on images [H, W, C]. Each of the ``levels`` levels
+    squeezes (2x2 space-to-depth), then runs ``steps_per_level`` steps of ActNorm -> channel
+    mixing -> coupling (channel mask, ConvNet conditioner of ``hidden_channels``) in the
+    normalizing direction; every level but the last then factors out half the channels
+    to a learned conditional Gaussian (``FactorOut``).
+
+    Options:
+      coupling: "affine" or "additive" (Glow's ablation).
+      permutation: the channel mixing: "reverse" / "shuffle" (fixed permutations), "1x1"
+        (plain invertible 1x1 conv, slogdet), "lu" (LU-decomposed, Glow's default), "qr".
+      num_levels: K, the number of grey levels of dequantized data in [0, K]: adds RealNVP's
+        logit pre-processing (``Logit``) next to the data, so log_prob is a density on
+        [0, K]^D. None: no pre-processing (real-valued data).
+      alpha: the logit's margin.
+    """
+    _check_levels("glow", image_shape, levels)
+    _choice("coupling", coupling, COUPLINGS)
+    _choice("permutation", permutation, PERMUTATIONS)
+    counter = iter(range(seed, seed + 10_000))
+
+    def level(index: int) -> list:
+        layers = []  # generative order: a step is coupling, then mixing, then ActNorm
+        for _ in range(steps_per_level):
+            layers += [
+                COUPLINGS[coupling](mask="channel", hidden_channels=hidden_channels, dtype=dtype),
+                _channel_mixer(permutation, next(counter), dtype),
+                ActNorm(event_ndims=3, dtype=dtype),
+            ]
+        if index < levels - 1:
+            layers = [FactorOut(level(index + 1), dtype=dtype), *layers]
+        return [*layers, Squeeze(dtype=dtype)]
+
+    return level(0) + _preprocessing(num_levels, alpha, dtype)
+
+
+@register_architecture(
+    "realnvp-image",
+    "multi-scale RealNVP: checkerboard and channel couplings, squeezes, factored-out halves",
+    "arXiv:1605.08803",
+    event_rank=3,
+    example_shape=(4, 4, 1),
+    example_options=(("levels", 2), ("hidden_channels", 8)),
+)
+def _realnvp_image(
+    image_shape,
+    dtype,
+    seed,
+    levels: int = 2,
+    hidden_channels: int = 64,
+    coupling: str = "affine",
+    actnorm: bool = True,
+    num_levels: int | None = None,
+    alpha: float = 0.05,
+):
+    """Multi-scale RealNVP (Dinh et al. 2016, section 3.6) on images [H, W, C]. In the
+    normalizing direction each level but the last runs 3 checkerboard couplings, a squeeze,
+    3 channel couplings (masks alternating) and factors out half the channels; the last level
+    runs 4 checkerboard couplings. ``levels - 1`` squeezes, so H and W must be divisible by
+    2^(levels - 1).
+
+    Options:
+      coupling: "affine" or "additive".
+      actnorm: an ActNorm after each coupling (in place of RealNVP's batch normalisation).
+      num_levels, alpha: as for ``glow`` (logit pre-processing of dequantized data).
+    """
+    if levels > 1:
+        _check_levels("realnvp-image", image_shape, levels - 1)
+    elif levels != 1:
+        raise ValueError(f"realnvp-image: levels must be a positive integer; received {levels!r}.")
+    _choice("coupling", coupling, COUPLINGS)
+    law = COUPLINGS[coupling]
+
+    def couplings(mask: str, count: int) -> list:
+        layers = []  # normalizing order: coupling, then ActNorm
+        for i in range(count):
+            layers.append(
+                law(mask=mask, flip=i % 2 == 1, hidden_channels=hidden_channels, dtype=dtype)
+            )
+            if actnorm:
+                layers.append(ActNorm(event_ndims=3, dtype=dtype))
+        return layers[::-1]  # generative order
+
+    def level(index: int) -> list:
+        if index == levels - 1:
+            return couplings("checkerboard", 4)
+        inner = [FactorOut(level(index + 1), dtype=dtype)]
+        return (
+            inner + couplings("channel", 3) + [Squeeze(dtype=dtype)] + couplings("checkerboard", 3)
+        )
+
+    return level(0) + _preprocessing(num_levels, alpha, dtype)

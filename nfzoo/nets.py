@@ -2,6 +2,8 @@
 so that every flow layer that uses one starts as the identity (or a pure shift/permutation).
 
 * ``MLP``: dense layers for coupling conditioners.
+* ``ConvNet``: Glow's small convolutional conditioner for image couplings,
+  3x3 conv -> 1x1 conv -> zero-initialised 3x3 conv (Kingma & Dhariwal 2018, arXiv:1807.03039).
 * ``MADE``: masked autoencoder for distribution estimation (Germain et al. 2015,
   arXiv:1502.03509): dense layers whose weights are multiplied by binary masks so that the
   outputs for input dimension i depend only on the inputs that precede i in the ordering.
@@ -18,7 +20,7 @@ import tensorflow as tf
 
 from nfzoo.ops import fixed_seed
 
-__all__ = ["MADE", "MLP", "made_degrees", "made_masks"]
+__all__ = ["MADE", "MLP", "ConvNet", "made_degrees", "made_masks"]
 
 
 @keras.saving.register_keras_serializable(package="nfzoo")
@@ -200,4 +202,73 @@ class MADE(keras.layers.Layer):
             "ordering": self.ordering,
             "activation": self.activation,
             "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="nfzoo")
+class ConvNet(keras.layers.Layer):
+    """Convolutional conditioner on images [batch, H, W, C_in] -> [batch, H, W, C_out]:
+    3x3 conv (``hidden_channels``) -> 1x1 conv (``hidden_channels``) -> 3x3 conv (``C_out``,
+    zero-initialised), "same" padding, as Glow's coupling network. With
+    ``hidden_channels=None`` it is the zero-initialised 3x3 conv alone (Glow's learned prior of
+    the multi-scale split).
+
+    Args:
+      output_channels: C_out.
+      hidden_channels: width of the two hidden convolutions, or None for none.
+      activation: activation of the hidden layers (a Keras activation name).
+    """
+
+    def __init__(
+        self,
+        output_channels: int,
+        hidden_channels: int | None = 64,
+        activation: str = "relu",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.output_channels = int(output_channels)
+        self.hidden_channels = None if hidden_channels is None else int(hidden_channels)
+        self.activation = activation
+        self.hidden = []
+        if self.hidden_channels is not None:
+            self.hidden = [
+                keras.layers.Conv2D(
+                    self.hidden_channels,
+                    size,
+                    padding="same",
+                    activation=activation,
+                    dtype=self.dtype_policy,
+                    name=f"conv_{i}",
+                )
+                for i, size in enumerate((3, 1))
+            ]
+        self.out = keras.layers.Conv2D(
+            self.output_channels,
+            3,
+            padding="same",
+            kernel_initializer="zeros",
+            bias_initializer="zeros",
+            dtype=self.dtype_policy,
+            name="conv_out",
+        )
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.hidden:
+            layer.build(shape)
+            shape = (*shape[:-1], layer.filters)
+        self.out.build(shape)
+
+    def call(self, x):
+        for layer in self.hidden:
+            x = layer(x)
+        return self.out(x)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "output_channels": self.output_channels,
+            "hidden_channels": self.hidden_channels,
+            "activation": self.activation,
         }

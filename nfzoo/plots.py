@@ -146,22 +146,50 @@ def density_figure(flow: Flow, path: str | os.PathLike, seed: int = 0, size: int
     return _save_atomically(fig, Path(path))
 
 
-def sample_grid(flow: Flow, path: str | os.PathLike, seed: int = 0, rows: int = 8) -> Path:
-    """A rows x rows grid of samples shown as square grey images (64-d digits: 8x8 pixels),
-    clipped to [0, 1]. Writes a PNG atomically; returns its path."""
-    side = round(np.sqrt(flow.event_size))
-    if side * side != flow.event_size:
-        raise ValueError(
-            f"sample_grid needs square images; received event shape {flow.data_event_shape}."
-        )
-    x = np.clip(flow.sample(rows * rows, seed=seed).numpy().reshape(rows, rows, side, side), 0, 1)
-    image = x.transpose(0, 2, 1, 3).reshape(rows * side, rows * side)
+def sample_grid(
+    flow: Flow,
+    path: str | os.PathLike,
+    seed: int = 0,
+    rows: int = 8,
+    temperature: float = 1.0,
+    value_range: tuple[float, float] | None = None,
+) -> Path:
+    """A rows x rows grid of samples drawn at ``temperature``, shown as images: image flows
+    ([H, W, 1] grey or [H, W, 3] colour) as they are, vector flows of a square size D = s^2
+    (64-d digits) as s x s grey images. Values are clipped to ``value_range`` (default: [0, K]
+    for a flow with logit pre-processing on K levels, else [0, 1]). Writes a PNG atomically;
+    returns its path."""
+    shape = flow.data_event_shape
+    if len(shape) == 3 and shape[-1] in (1, 3):
+        height, width, channels = shape
+    else:
+        side = round(np.sqrt(flow.event_size))
+        if len(shape) != 1 or side * side != flow.event_size:
+            raise ValueError(
+                "sample_grid needs images [H, W, 1 or 3] or square vectors; received event "
+                f"shape {shape}."
+            )
+        height, width, channels = side, side, 1
+    if value_range is None:
+        logit = [layer for layer in flow.flow_layers if type(layer).__name__ == "Logit"]
+        value_range = (0.0, float(logit[0].num_levels)) if logit else (0.0, 1.0)
+    lo, hi = value_range
+    x = flow.sample(rows * rows, seed=seed, temperature=temperature).numpy()
+    x = (np.clip(x, lo, hi) - lo) / (hi - lo)
+    x = x.reshape(rows, rows, height, width, channels)
+    image = x.transpose(0, 2, 1, 3, 4).reshape(rows * height, rows * width, channels)
     fig = Figure(figsize=(5, 5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(
+        image[..., 0] if channels == 1 else image,
+        cmap="gray",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
     ax.set_axis_off()
-    ax.set_title(f"{flow.name}: {rows * rows} samples", fontsize=9)
+    ax.set_title(f"{flow.name}: {rows * rows} samples, T = {temperature:g}", fontsize=9)
     fig.tight_layout()
     return _save_atomically(fig, Path(path))
 

@@ -26,6 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nfzoo import data as nfzoo_data
+
 __all__ = ["STRATEGIES", "TrainResult", "get_strategy", "train_flow"]
 
 STRATEGIES = ("none", "mirrored", "multiworker")
@@ -73,6 +75,8 @@ def train_flow(
     strategy: str = "none",
     validation: np.ndarray | None = None,
     patience: int | None = None,
+    dequantize: bool = False,
+    callbacks: list | None = None,
     verbose: int | str = "auto",
 ) -> TrainResult:
     """Builds a flow with ``make_flow()`` inside the strategy's scope and trains it by
@@ -87,6 +91,10 @@ def train_flow(
       validation: held-out data scored every 100 steps (reported as ``val_loss``).
       patience: with ``validation``, stop after this many evaluations without improvement
         and restore the best weights (early stopping); None trains for all ``steps``.
+      dequantize: ``train`` and ``validation`` hold integer counts (pixels); each training
+        batch gets fresh uniform noise (``nfzoo.data.dequantized``), the validation set and
+        the initialisation batch one fixed draw each.
+      callbacks: more Keras callbacks for ``fit`` (an epoch is 100 steps).
       verbose: Keras progress display ("auto": a progress bar when interactive).
     """
     if steps < 1 or batch_size < 1:
@@ -101,14 +109,20 @@ def train_flow(
         .shuffle(min(len(train), 100_000), seed=seed, reshuffle_each_iteration=True)
         .repeat()
         .batch(batch_size, drop_remainder=True)
-        .prefetch(tf.data.AUTOTUNE)
     )
-    flow.initialize(np.asarray(train[: max(batch_size, 1024)]))
+    init = np.asarray(train[: max(batch_size, 1024)])
+    if dequantize:
+        data = nfzoo_data.dequantized(data, seed=seed)
+        init = nfzoo_data.dequantize(init, seed=seed)
+        if validation is not None:
+            validation = nfzoo_data.dequantize(validation, seed=seed + 1)
+    data = data.prefetch(tf.data.AUTOTUNE)
+    flow.initialize(init)
     steps_per_epoch = min(steps, 100)
     epochs, rest = divmod(steps, steps_per_epoch)
     if rest:
         raise ValueError(f"steps must be a multiple of {steps_per_epoch}; received {steps}.")
-    callbacks = []
+    callbacks = list(callbacks or [])
     if validation is not None and patience is not None:
         callbacks.append(
             keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
@@ -120,6 +134,7 @@ def train_flow(
         steps_per_epoch=steps_per_epoch,
         validation_data=None if validation is None else (np.asarray(validation),),
         callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles
         verbose=verbose,
     )
     seconds = time.perf_counter() - start

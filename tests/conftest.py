@@ -27,7 +27,9 @@ def perturb(layer_or_model, seed: int, scale: float = 0.3) -> None:
 
 
 def brute_force_log_det(fn, u: tf.Tensor) -> tf.Tensor:
-    """log|det d fn(u) / du| per batch element, from the full Jacobian (autodiff) and slogdet."""
+    """log|det d fn(u) / du| per batch element, from the full Jacobian (autodiff) and slogdet.
+    ``u`` is [batch, *event]; events of any rank (images) are flattened, so the Jacobian of a
+    map between [H, W, C] and [H', W', C'] of equal size is a square matrix."""
     with tf.GradientTape() as tape:
         tape.watch(u)
         out = fn(u)
@@ -38,4 +40,5 @@ def brute_force_log_det(fn, u: tf.Tensor) -> tf.Tensor:
             tape.watch(u)
             out = fn(u)
         jac = tape.batch_jacobian(out, u, experimental_use_pfor=False)
-    return tf.linalg.slogdet(jac)[1]
+    size = int(np.prod(u.shape[1:]))
+    return tf.linalg.slogdet(tf.reshape(jac, [-1, size, size]))[1]

@@ -34,6 +34,7 @@ from tensorflow.python.framework.convert_to_constants import (
 from nfzoo.bijector_layer import BijectorLayer
 from nfzoo.flow import Flow
 from nfzoo.layers import (
+    InvertibleLinear,
     LULinear,
     QRLinear,
     SylvesterHouseholder,
@@ -89,24 +90,26 @@ def _const(value: np.ndarray, layer: BijectorLayer) -> tf.Tensor:
     return tf.constant(np.asarray(value, dtype=layer.dtype.as_numpy_dtype))
 
 
-def _fill(value: float, like: tf.Tensor) -> tf.Tensor:
-    return tf.fill(tf.shape(like)[:-1], tf.constant(value, like.dtype))
+def _fill(value: float, like: tf.Tensor, event_ndims: int = 1) -> tf.Tensor:
+    return tf.fill(tf.shape(like)[:-event_ndims], tf.constant(value, like.dtype))
 
 
-@register_export_kernel(LULinear, QRLinear)
+@register_export_kernel(InvertibleLinear, LULinear, QRLinear)
 def _linear_kernel(layer) -> ExportKernel:
-    """x = W z + b with W and W^-1 frozen (computed in float64); log|det W| = sum d."""
+    """x = W z + b with W and W^-1 frozen (computed in float64); the log-det, a constant, is
+    frozen too (log|det W| times the positions sharing W)."""
     w = layer.weight_matrix().numpy().astype(np.float64)
     w_inv = np.linalg.inv(w)
     bias = layer.bias.numpy().astype(np.float64)
-    log_det = float(np.sum(layer.log_diag.numpy().astype(np.float64)))
+    log_det = float(layer._positions * np.linalg.slogdet(w)[1])
     W, W_inv, b = _const(w, layer), _const(w_inv, layer), _const(bias, layer)
+    k = layer.event_ndims
 
     def forward(z):
-        return tf.linalg.matvec(W, z) + b, _fill(log_det, z)
+        return tf.linalg.matvec(W, z) + b, _fill(log_det, z, k)
 
     def inverse(x):
-        return tf.linalg.matvec(W_inv, x - b), _fill(-log_det, x)
+        return tf.linalg.matvec(W_inv, x - b), _fill(-log_det, x, k)
 
     return ExportKernel(forward, inverse)
 

@@ -3,8 +3,12 @@
 from nfzoo.bijector_layer import BijectorLayer, register_layer, registered_layers
 from nfzoo.layers.autoregressive import InverseAutoregressive, MaskedAutoregressive
 from nfzoo.layers.coupling import AdditiveCoupling, AffineCoupling
-from nfzoo.layers.linear import LULinear, Permute, QRLinear
+from nfzoo.layers.image_coupling import ImageAdditiveCoupling, ImageAffineCoupling
+from nfzoo.layers.linear import InvertibleLinear, LULinear, Permute, QRLinear
+from nfzoo.layers.multiscale import FactorOut
 from nfzoo.layers.normalization import ActNorm
+from nfzoo.layers.preprocessing import Logit
+from nfzoo.layers.reshape import Squeeze
 from nfzoo.layers.residual import Planar, Radial
 from nfzoo.layers.sylvester import SylvesterHouseholder, SylvesterOrthogonal, SylvesterTriangular
 
@@ -13,13 +17,19 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "BijectorLayer",
+    "FactorOut",
+    "ImageAdditiveCoupling",
+    "ImageAffineCoupling",
     "InverseAutoregressive",
+    "InvertibleLinear",
     "LULinear",
+    "Logit",
     "MaskedAutoregressive",
     "Permute",
     "Planar",
     "QRLinear",
     "Radial",
+    "Squeeze",
     "SylvesterHouseholder",
     "SylvesterOrthogonal",
     "SylvesterTriangular",

@@ -1,18 +1,26 @@
-"""Linear flows: permutations and invertible matrices parametrised by LU and QR.
+"""Linear flows: permutations and invertible matrices, plain or parametrised by LU and QR.
 
     x = W z + b,  log|det dx/dz| = log|det W|
 
-* Permute: W a permutation matrix, log|det| = 0.
+Each acts on the last axis. On vectors (``event_ndims=1``) that is a dense linear map; on
+images (``event_ndims=3``, shape [H, W, C]) it is the same C x C map at every pixel, i.e. an
+invertible 1x1 convolution (Kingma & Dhariwal 2018, Glow, arXiv:1807.03039, section 3.2), and
+the log-det is multiplied by the number of pixels: log|det| = H * W * log|det W|.
+
+* Permute: W a permutation matrix, log|det| = 0 (Glow's "reverse" and "shuffle").
+* InvertibleLinear: W a free C x C matrix; log|det W| = sum_i log|R_ii| from W = Q R (the QR
+  decomposition, which XLA compiles), O(C^3) per call, and the inverse needs W^-1 (O(C^3)).
+  Glow's plain 1x1 convolution.
 * LULinear: W = P L U, P a fixed permutation, L unit lower-triangular, U upper-triangular
-  with a positive diagonal exp(d): log|det W| = sum d. Kingma & Dhariwal 2018 (Glow),
-  arXiv:1807.03039, section 3.2.
+  with a positive diagonal exp(d): log|det W| = sum d, O(C). Glow's LU-decomposed 1x1 conv.
 * QRLinear: W = Q R, Q a product of Householder reflections H_k = I - 2 v v^T / |v|^2,
   R upper-triangular with a positive diagonal exp(d): log|det W| = sum d
   (|det Q| = 1). Hoogeboom et al. 2019, arXiv:1901.11137; Tomczak & Welling 2016,
   arXiv:1611.09630.
 
-Cost: forward one D x D matmul; inverse two triangular solves (LU) or one solve and one
-matmul (QR); weight-only work (assembling W) once per call, frozen at export.
+Cost: forward one C x C matmul per position; inverse two triangular solves (LU), one solve and
+one matmul (QR) or one matmul by W^-1 (plain); weight-only work (assembling W) once per call,
+frozen at export.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ class Permute(BijectorLayer):
     Args:
       permutation: "reversed", "random" (seeded) or an explicit permutation of 0..D-1.
       seed: seed of the random permutation (fixed at construction if None).
+      event_ndims: 1 for vectors, 3 for images (permutes channels).
     """
 
     constant_jacobian = True
@@ -73,7 +82,7 @@ class Permute(BijectorLayer):
         self.seed = seed
 
     def _build_event(self, event_shape):
-        (dim,) = event_shape
+        dim = event_shape[-1]
         if self.permutation == "reversed":
             perm = np.arange(dim)[::-1]
         elif self.permutation == "random":
@@ -88,17 +97,22 @@ class Permute(BijectorLayer):
         self._inverse_perm = np.argsort(perm).astype(np.int32)
 
     def _forward_and_log_det(self, z):
-        return tf.gather(z, self._perm, axis=-1), batch_constant(0.0, z, 1)
+        return tf.gather(z, self._perm, axis=-1), batch_constant(0.0, z, self.event_ndims)
 
     def _inverse_and_log_det(self, x):
-        return tf.gather(x, self._inverse_perm, axis=-1), batch_constant(0.0, x, 1)
+        return tf.gather(x, self._inverse_perm, axis=-1), batch_constant(0.0, x, self.event_ndims)
 
     def get_config(self):
-        return {**super().get_config(), "permutation": self.permutation, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "permutation": self.permutation,
+            "seed": self.seed,
+            "event_ndims": self.event_ndims,
+        }
 
 
-class _TriangularLinear(BijectorLayer):
-    """Shared parts of LULinear and QRLinear: bias, strictly-triangular weights, log-diagonal."""
+class _Linear(BijectorLayer):
+    """Shared parts of the matrix layers: seed, bias, positions and the constant log-det."""
 
     constant_jacobian = True
 
@@ -106,16 +120,72 @@ class _TriangularLinear(BijectorLayer):
         super().__init__(**kwargs)
         self.seed = fixed_seed(seed)
 
+    def _channels(self, event_shape) -> int:
+        """The matrix size C (last axis); records the number of positions sharing the matrix
+        (pixels of an image; 1 for a vector)."""
+        self._positions = int(np.prod(event_shape[:-1], dtype=np.int64))
+        return event_shape[-1]
+
+    def log_det_per_position(self) -> tf.Tensor:
+        """log|det W| (one position)."""
+        raise NotImplementedError
+
+    def _log_det(self, like):
+        value = self._positions * self.log_det_per_position()
+        return batch_constant(value, like, self.event_ndims)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed, "event_ndims": self.event_ndims}
+
+
+@register_layer
+class InvertibleLinear(_Linear):
+    """x = W z + b with W a free invertible matrix; log|det dx/dz| = log|det W| (times the
+    number of positions on images: Glow's plain invertible 1x1 convolution). Initialised at a
+    random rotation, as Glow.
+
+    Cost: forward one matmul per position plus O(C^3) per call for log|det W| (QR);
+    inverse one matmul by W^-1 (O(C^3) per call). Kingma & Dhariwal 2018, arXiv:1807.03039.
+    Nothing keeps W invertible during training except the likelihood itself (log|det W| ->
+    -inf as W becomes singular); LULinear and QRLinear keep it invertible by construction.
+
+    Args:
+      seed: seed of the initial rotation (fixed at construction if None).
+      event_ndims: 1 for vectors, 3 for images.
+    """
+
+    def _build_event(self, event_shape):
+        dim = self._channels(event_shape)
+        self.kernel = self.add_weight_from_array("kernel", _random_rotation(dim, self.seed))
+        self.bias = self.add_weight_from_array("bias", np.zeros(dim))
+
+    def weight_matrix(self) -> tf.Tensor:
+        """W."""
+        return tf.convert_to_tensor(self.kernel)
+
+    def log_det_per_position(self):
+        # |det W| = |det R| for W = Q R; XLA compiles QR (not slogdet or LU)
+        r = tf.linalg.qr(self.weight_matrix())[1]
+        return tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(r))))
+
+    def _forward_and_log_det(self, z):
+        return _matvec(self.weight_matrix(), z) + self.bias, self._log_det(z)
+
+    def _inverse_and_log_det(self, x):
+        w_inv = tf.linalg.inv(self.weight_matrix())
+        return _matvec(w_inv, x - self.bias), -self._log_det(x)
+
+
+class _TriangularLinear(_Linear):
+    """Shared parts of LULinear and QRLinear: strictly-triangular weights, log-diagonal."""
+
+    def log_det_per_position(self):
+        return tf.reduce_sum(self.log_diag)
+
     def _upper(self):
         """R or U: strictly-upper weights plus the diagonal exp(log_diag)."""
         strict = tf.linalg.band_part(self.upper, 0, -1) - tf.linalg.band_part(self.upper, 0, 0)
         return strict + tf.linalg.diag(tf.exp(self.log_diag))
-
-    def _log_det(self, like):
-        return batch_constant(tf.reduce_sum(self.log_diag), like, 1)
-
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
 
 
 @register_layer
@@ -129,10 +199,11 @@ class LULinear(_TriangularLinear):
 
     Args:
       seed: seed of the initial rotation (fixed at construction if None).
+      event_ndims: 1 for vectors, 3 for images (an invertible 1x1 convolution).
     """
 
     def _build_event(self, event_shape):
-        (dim,) = event_shape
+        dim = self._channels(event_shape)
         p, lower, upper = scipy.linalg.lu(_random_rotation(dim, self.seed))
         sign = np.sign(np.diag(upper))
         upper = upper * sign[None, :]  # W0 = P L U diag(sign): still a rotation, diag(U) > 0
@@ -176,6 +247,7 @@ class QRLinear(_TriangularLinear):
     Args:
       num_reflections: K, the number of Householder reflections (default D).
       seed: seed of the initial reflection vectors (fixed at construction if None).
+      event_ndims: 1 for vectors, 3 for images (an invertible 1x1 convolution).
     """
 
     def __init__(self, num_reflections: int | None = None, **kwargs):
@@ -183,7 +255,7 @@ class QRLinear(_TriangularLinear):
         self.num_reflections = num_reflections
 
     def _build_event(self, event_shape):
-        (dim,) = event_shape
+        dim = self._channels(event_shape)
         k = self.num_reflections or dim
         self.reflections = self.add_weight_from_array(
             "reflections", np.random.RandomState(self.seed).randn(k, dim)
