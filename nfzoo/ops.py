@@ -44,13 +44,25 @@ def householder_product(vectors: tf.Tensor) -> tf.Tensor:
     return q
 
 
-def resolve_optimizer(optimizer, learning_rate: float | None):
+def resolve_optimizer(optimizer, learning_rate: float | None, global_clipnorm: float | None = None):
     """``optimizer`` as ``Model.compile`` takes it, except that "adam" with a
-    ``learning_rate`` becomes an Adam at that rate (the flows' and ReverseKL's default)."""
-    if isinstance(optimizer, str) and optimizer.lower() == "adam" and learning_rate:
-        import keras
+    ``learning_rate`` and/or a ``global_clipnorm`` becomes an Adam at that rate (Keras's
+    default otherwise) that rescales each step's gradients to at most that global norm (the
+    flows' and ReverseKL's default optimizer; ``Flow.compile`` passes a clip norm)."""
+    if isinstance(optimizer, str) and optimizer.lower() == "adam":
+        options = {}
+        if learning_rate:
+            options["learning_rate"] = learning_rate
+        if global_clipnorm is not None:
+            if not global_clipnorm > 0:
+                raise ValueError(
+                    f"global_clipnorm must be positive or None; received {global_clipnorm!r}."
+                )
+            options["global_clipnorm"] = float(global_clipnorm)
+        if options:
+            import keras
 
-        return keras.optimizers.Adam(learning_rate=learning_rate)
+            return keras.optimizers.Adam(**options)
     return optimizer
 
 
