@@ -10,6 +10,8 @@ suite, so a new builder is tested by being registered.
 
 from __future__ import annotations
 
+import contextlib
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -69,9 +71,13 @@ def register_architecture(name: str, summary: str, paper: str, **kwargs):
     return decorate
 
 
-def list_architectures() -> list[str]:
-    """Names accepted by ``build``."""
-    return ARCHITECTURES.names()
+def list_architectures(event_rank: int | None = None) -> list[str]:
+    """Names accepted by ``build``; with ``event_rank`` 1 (vectors) or 3 (images), only those
+    architectures."""
+    names = ARCHITECTURES.names()
+    if event_rank is None:
+        return names
+    return [n for n in names if ARCHITECTURES.get(n).event_rank == event_rank]
 
 
 def architecture(name: str) -> Architecture:
@@ -109,8 +115,22 @@ def build(
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64'; received {dtype!r}.")
     event = shape[0] if entry.event_rank == 1 else shape
-    layers = entry.builder(event, dtype=dtype, seed=seed, **options)
-    return Flow(layers, event_shape=shape, name=name or arch.replace("-", "_"), dtype=dtype)
+    with _seeded_initializers(seed):
+        layers = entry.builder(event, dtype=dtype, seed=seed, **options)
+        return Flow(layers, event_shape=shape, name=name or arch.replace("-", "_"), dtype=dtype)
+
+
+@contextlib.contextmanager
+def _seeded_initializers(seed: int):
+    """Keras 3 gives each unseeded initializer a seed drawn from Python's ``random`` when the
+    layer is constructed; seeding that draw makes ``build(..., seed=s)`` give the same initial
+    weights in every process. The caller's ``random`` state is restored afterwards."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 def _event_shape(event_shape) -> tuple[int, ...]:

@@ -111,7 +111,7 @@ def test_wrong_shapes_and_dtypes_are_clear_errors():
         flow.generate(np.zeros((5, 4), np.float32))
     with pytest.raises(ValueError, match="Unknown architecture 'mafs'. Did you mean 'maf'"):
         nfzoo.build("mafs", 2)
-    with pytest.raises(ValueError, match="event_dim must be a positive integer"):
+    with pytest.raises(ValueError, match="event_shape must be a positive integer D"):
         nfzoo.build("maf", 0)
     with pytest.raises(ValueError, match="needs event_dim >= 2"):
         nfzoo.build("realnvp", 1)
@@ -176,3 +176,18 @@ def test_tfp_vi_fits_a_flow_surrogate(arch):
     # the target is normalised, so the loss estimates KL(q || p) >= 0
     assert float(np.mean(losses[:10])) > 1.0
     assert float(np.mean(losses[-20:])) < 0.15
+
+
+def test_build_seed_fixes_the_initial_weights():
+    import random
+
+    state = random.getstate()
+    a, b, c = (nfzoo.build("realnvp", 3, seed=s) for s in (4, 4, 5))
+    assert random.getstate() == state  # the caller's random stream is left as it was
+    same = [np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a.weights, b.weights)]
+    assert all(same)
+    kernels = [w for w in a.weights if "kernel" in w.path and np.any(w.numpy())]
+    assert kernels  # there is something random to compare
+    assert not all(
+        np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a.weights, c.weights) if x in kernels
+    )
