@@ -156,9 +156,11 @@ def cmd_train(args) -> None:
     import nfzoo
     from nfzoo.training import train_flow
 
-    if args.arch not in nfzoo.list_architectures():
+    vector_archs = nfzoo.list_architectures(event_rank=1)
+    if args.arch not in vector_archs:
         raise CLIError(
-            f"unknown architecture {args.arch!r}; known: {', '.join(nfzoo.list_architectures())}"
+            f"nfzoo train fits vector data [n, D]; architecture {args.arch!r} is not one of "
+            f"{', '.join(vector_archs)} (image flows: nfzoo.build and Flow.fit in Python)"
         )
     if args.data in nfzoo.data.TOY_DATASETS:
         x = nfzoo.data.make_toy(args.data, args.num_points, seed=args.seed)

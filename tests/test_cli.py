@@ -56,7 +56,11 @@ def test_bad_inputs_are_one_line_errors(capsys, tmp_path):
         (["sample", "no-such-entry", "-n", "5", "-o", str(tmp_path / "s.npy")], "Unknown"),
         (
             ["train", "mafs", "--data", "moons", "--out", str(tmp_path / "t")],
-            "unknown architecture",
+            "architecture 'mafs' is not one of",
+        ),
+        (
+            ["train", "glow", "--data", "moons", "--out", str(tmp_path / "t")],
+            "image flows: nfzoo.build and Flow.fit",
         ),
     ]
     for argv, message in cases:

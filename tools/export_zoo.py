@@ -93,12 +93,20 @@ def export_entry(name: str, force: bool = False) -> dict:
 
 
 def small_builder_flow(arch: str, dim: int = 3, seed: int = 0, scale: float = 0.1):
-    """The small, perturbed flow of tests/test_export.py for ``arch``."""
-    params = inspect.signature(nfzoo.architecture(arch).builder).parameters
-    options = {k: v for k, v in (("num_layers", 2), ("num_steps", 2), ("hidden_units", [16]))}
-    flow = nfzoo.build(arch, dim, seed=seed, **{k: v for k, v in options.items() if k in params})
+    """The small, perturbed flow of tests/test_export.py for ``arch`` (image architectures:
+    their registered example, initialised on dequantized counts)."""
+    entry = nfzoo.architecture(arch)
     rng = np.random.RandomState(seed)
-    flow.initialize((2.0 * rng.standard_normal((256, dim)) + 1.0).astype(np.float32))
+    if entry.event_rank == 3:
+        flow = nfzoo.build(arch, entry.example_shape, seed=seed, **dict(entry.example_options))
+        shape = (256, *entry.example_shape)
+        flow.initialize((rng.randint(0, 4, shape) + rng.rand(*shape)).astype(np.float32))
+    else:
+        params = inspect.signature(entry.builder).parameters
+        options = {k: v for k, v in (("num_layers", 2), ("num_steps", 2), ("hidden_units", [16]))}
+        options = {k: v for k, v in options.items() if k in params}
+        flow = nfzoo.build(arch, dim, seed=seed, **options)
+        flow.initialize((2.0 * rng.standard_normal((256, dim)) + 1.0).astype(np.float32))
     for w in flow.trainable_weights:
         w.assign(w.numpy() + scale * rng.standard_normal(w.shape).astype(np.float32))
     return flow

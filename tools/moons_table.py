@@ -22,7 +22,7 @@ import nfzoo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--archs", nargs="*", default=nfzoo.list_architectures())
+    parser.add_argument("--archs", nargs="*", default=nfzoo.list_architectures(event_rank=1))
     args = parser.parse_args()
 
     train, _, test = nfzoo.data.split(nfzoo.data.make_moons(3000, seed=0))

@@ -114,11 +114,6 @@ def _check_args(flow, formats) -> tuple[str, ...]:
             f"export supports float32 flows (TFLite builtin kernels are float32); received a "
             f"{flow.compute_dtype} flow. Build or load it with dtype='float32'."
         )
-    if len(flow.data_event_shape) != 1 or len(flow.base_event_shape) != 1:
-        raise ValueError(
-            f"export supports vector events [batch, D]; received event shape "
-            f"{flow.data_event_shape}."
-        )
     return tuple(f for f in FORMATS if f in formats)  # canonical order
 
 
@@ -289,14 +284,13 @@ def _version(pkg: str) -> str | None:
 
 
 def _manifest(flow, name, formats, frozen, parity, inputs, expected, tmp: Path) -> dict:
-    (dim,) = flow.data_event_shape
-    (base_dim,) = flow.base_event_shape
-    shapes = {"x": [None, dim], "z": [None, base_dim], "n": [], "log_prob": [None]}
+    data_shape, base_shape = list(flow.data_event_shape), list(flow.base_event_shape)
+    shapes = {"x": [None, *data_shape], "z": [None, *base_shape], "n": [], "log_prob": [None]}
     dtypes = {"n": "int32"}
     endpoints = {}
     for ep, fe in frozen.items():
         e = fe.endpoint
-        out_shapes = {"x": ["n", dim]} if e.random else {}
+        out_shapes = {"x": ["n", *data_shape]} if e.random else {}
         endpoints[ep] = {
             "doc": e.doc,
             "inputs": [

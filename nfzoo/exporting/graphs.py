@@ -13,7 +13,8 @@ in numpy, in float64, at export time. The kernels here replace
   matmul instead of triangular solves on activations (``MatrixTriangularSolve`` converts to
   neither ONNX nor TFLite builtins), and LU reconstruction / Householder products disappear;
 * the Sylvester layers: A = R~ Q^T and B = Q R become constants (for SylvesterOrthogonal this
-  removes the orthogonalisation while_loop over weights).
+  removes the orthogonalisation while_loop over weights);
+* FactorOut: its deeper layers run through their own export kernels.
 
 Every other layer is traced through its own ``_forward_and_log_det`` /
 ``_inverse_and_log_det``. Kernels are checked by the export's parity check like everything
@@ -34,6 +35,7 @@ from tensorflow.python.framework.convert_to_constants import (
 from nfzoo.bijector_layer import BijectorLayer
 from nfzoo.flow import Flow
 from nfzoo.layers import (
+    FactorOut,
     InvertibleLinear,
     LULinear,
     QRLinear,
@@ -132,6 +134,38 @@ def _sylvester_kernel(layer) -> ExportKernel:
     return ExportKernel(forward, None)
 
 
+def _chain_pass(passes, reverse: bool):
+    """One pass through kernels' passes (in reverse order for the inverse), summing log-dets."""
+
+    def run(u):
+        total = 0.0
+        for p in reversed(passes) if reverse else passes:
+            u, ldj = p(u)
+            total = total + ldj
+        return u, total
+
+    return run
+
+
+@register_export_kernel(FactorOut)
+def _factor_out_kernel(layer) -> ExportKernel:
+    """The multi-scale split with its deeper layers' kernels in place of their passes."""
+    kernels = [export_kernel(inner) for inner in layer.inner_layers]
+    inner_forward = _chain_pass([k.forward for k in kernels], reverse=False)
+
+    def forward(z):
+        return layer.forward_with(inner_forward, z)
+
+    if any(k.inverse is None for k in kernels):
+        return ExportKernel(forward, None)
+    inner_inverse = _chain_pass([k.inverse for k in kernels], reverse=True)
+
+    def inverse(x):
+        return layer.inverse_with(inner_inverse, x)
+
+    return ExportKernel(forward, inverse)
+
+
 # ---- endpoints ---------------------------------------------------------------------------
 
 
@@ -152,7 +186,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     for e in (
         Endpoint(
             "log_prob",
-            "log q(x) for data x of shape [batch, D]: the inverse pass x -> z, "
+            "log q(x) for data x of shape [batch, *event_shape]: the inverse pass x -> z, "
             "log p(z) + sum log|det dz/dx|. Output log_prob of shape [batch].",
             ("x",),
             ("log_prob",),
@@ -160,7 +194,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         ),
         Endpoint(
             "encode",
-            "z = f(x), the normalizing direction, for x of shape [batch, D]. Output z.",
+            "z = f(x), the normalizing direction, for x of shape [batch, *event_shape]. Output z.",
             ("x",),
             ("z",),
             needs_inverse=True,
@@ -168,21 +202,22 @@ ENDPOINTS: dict[str, Endpoint] = {
         Endpoint(
             "generate",
             "x = g(z), the generative direction, for base noise z ~ N(0, I) of shape "
-            "[batch, D]; deterministic. Output x.",
+            "[batch, *base_shape]; deterministic. Output x.",
             ("z",),
             ("x",),
         ),
         Endpoint(
             "generate_and_log_prob",
             "(x, log q(x)) with x = g(z), in one forward pass: log p(z) - sum log|det dx/dz|. "
-            "Works without an inverse. Outputs x [batch, D] and log_prob [batch].",
+            "Works without an inverse. Outputs x [batch, *event_shape] and log_prob [batch].",
             ("z",),
             ("x", "log_prob"),
         ),
         Endpoint(
             "sample",
             "n samples x = g(z), z drawn in the graph by RandomStandardNormal (unseeded: "
-            "different on every call). Input n: int32 scalar. Output x of shape [n, D].",
+            "different on every call). Input n: int32 scalar. Output x of shape "
+            "[n, *event_shape].",
             ("n",),
             ("x",),
             random=True,
@@ -196,26 +231,21 @@ def endpoint_functions(flow: Flow) -> dict[str, tuple[Callable, list[tf.TensorSp
     kernels = [export_kernel(layer) for layer in flow.flow_layers]
     has_inverse = all(k.inverse is not None for k in kernels)
     dtype = tf.as_dtype(flow.compute_dtype)
-    (dim,) = flow.data_event_shape
-    (base_dim,) = flow.base_event_shape
+    data_shape, base_shape = list(flow.data_event_shape), list(flow.base_event_shape)
+    base_axes = list(range(-len(base_shape), 0))
+    base_size = int(np.prod(base_shape))
     log_2pi = float(np.log(2.0 * np.pi))
 
     def base_log_prob(z):  # standard normal, written out: no TFP op left in the graph
-        return -0.5 * tf.reduce_sum(z**2, axis=-1) - 0.5 * base_dim * log_2pi
+        return -0.5 * tf.reduce_sum(z**2, axis=base_axes) - 0.5 * base_size * log_2pi
 
     def forward(z):
-        total = tf.zeros(tf.shape(z)[:-1], z.dtype)
-        for k in kernels:
-            z, ldj = k.forward(z)
-            total += ldj
-        return z, total
+        x, total = _chain_pass([k.forward for k in kernels], reverse=False)(z)
+        return x, total + tf.zeros(tf.shape(z)[: -len(base_shape)], z.dtype)
 
     def inverse(x):
-        total = tf.zeros(tf.shape(x)[:-1], x.dtype)
-        for k in reversed(kernels):
-            x, ldj = k.inverse(x)
-            total += ldj
-        return x, total
+        z, total = _chain_pass([k.inverse for k in kernels], reverse=True)(x)
+        return z, total + tf.zeros(tf.shape(x)[: -len(data_shape)], x.dtype)
 
     def log_prob(x):
         z, ildj = inverse(x)
@@ -232,11 +262,11 @@ def endpoint_functions(flow: Flow) -> dict[str, tuple[Callable, list[tf.TensorSp
         return {"x": x, "log_prob": base_log_prob(z) - fldj}
 
     def sample(n):
-        z = tf.random.normal(tf.stack([n, base_dim]), dtype=dtype)
+        z = tf.random.normal(tf.concat([[n], base_shape], axis=0), dtype=dtype)
         return {"x": forward(z)[0]}
 
-    data = [tf.TensorSpec([None, dim], dtype, name="x")]
-    noise = [tf.TensorSpec([None, base_dim], dtype, name="z")]
+    data = [tf.TensorSpec([None, *data_shape], dtype, name="x")]
+    noise = [tf.TensorSpec([None, *base_shape], dtype, name="z")]
     fns = {
         "generate": (generate, noise),
         "generate_and_log_prob": (generate_and_log_prob, noise),

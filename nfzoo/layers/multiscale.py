@@ -108,20 +108,29 @@ class FactorOut(BijectorLayer):
         return h[..., : self._factored], soft_clamp(h[..., self._factored :], self.clamp)
 
     def _forward_and_log_det(self, z):
+        return self.forward_with(lambda u: chain_forward(self.inner_layers, u), z)
+
+    def _inverse_and_log_det(self, x):
+        return self.inverse_with(lambda u: chain_inverse(self.inner_layers, u), x)
+
+    def forward_with(self, inner_forward, z):
+        """The forward pass with ``inner_forward(z1) -> (x1, log-det)`` standing for the
+        deeper layers (export substitutes their frozen kernels)."""
         kept = self._kept_shape[-1]
         batch = tf.shape(z)[:-3]
         z1 = tf.reshape(z[..., :kept], tf.concat([batch, self.inner_base_shape], 0))
-        x1, inner_ldj = chain_forward(self.inner_layers, z1)
+        x1, inner_ldj = inner_forward(z1)
         mu, s = self._prior_params(x1)
         x2 = mu + tf.exp(s) * z[..., kept:]
         return tf.concat([x1, x2], axis=-1), inner_ldj + sum_event(s, 3)
 
-    def _inverse_and_log_det(self, x):
+    def inverse_with(self, inner_inverse, x):
+        """The inverse pass with ``inner_inverse(x1) -> (z1, log-det)`` for the deeper layers."""
         kept = self._kept_shape[-1]
         x1, x2 = x[..., :kept], x[..., kept:]
         mu, s = self._prior_params(x1)
         z2 = (x2 - mu) * tf.exp(-s)
-        z1, inner_ldj = chain_inverse(self.inner_layers, x1)
+        z1, inner_ldj = inner_inverse(x1)
         z1 = tf.reshape(z1, tf.concat([tf.shape(x)[:-3], self._kept_shape], 0))
         return tf.concat([z1, z2], axis=-1), inner_ldj - sum_event(s, 3)
 
