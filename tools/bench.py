@@ -6,6 +6,7 @@ interleaved measurements taken in one run (these machines are shared and noisy).
     .venv/bin/python tools/bench.py matmul-limit [--dims 8 64] [--steps 20] [--repeats 5]
     .venv/bin/python tools/bench.py density-throughput [--dims 8 64] [--repeats 5]
     .venv/bin/python tools/bench.py density-quality [--steps 500] [--seeds 0 1 2]
+    .venv/bin/python tools/bench.py glow-throughput [--steps 20] [--repeats 5] [--threads 1]
     .venv/bin/python tools/bench.py peak-memory --system nfzoo --arch maf --dim 8
 
 One timing mechanism (``interleaved``) serves every speed figure: each system is a runner with
@@ -61,6 +62,23 @@ at equal budget (same steps, the same batches of 512 fresh samples, Adam at 1e-3
 TFP (XLA step) and zuko, on an 8-d Gaussian mixture whose log density is known exactly
 (``GaussianMixture``); estimated on 20,000 held-out samples of p, with its standard error;
 over several seeds the mean +- standard error across seeds.
+
+glow-throughput: training steps/s (batch 64, Adam at 1e-3, negative log-likelihood) of Glow
+on sklearn's digits as 8x8x1 images (``nfzoo.data.digits_images``, the 1000 training images,
+counts 0..16 dequantized once with + U[0, 1), so data in [0, 17]^64), in one fixed order, for
+  - nfzoo: ``nfzoo.build("glow", (8, 8, 1), levels=2, steps_per_level=8, hidden_channels=64,
+    num_levels=17)`` (logit pre-processing included) trained by Keras ``fit`` as in
+    train-throughput, with ``compile(learning_rate=1e-3)`` (XLA) and, as ``nfzoo-graph``,
+    with ``jit_compile=False``;
+  - TFP stock: ``tfb.Glow(output_shape=(8, 8, 1), num_glow_blocks=2, num_steps_per_block=8,
+    coupling_bijector_fn=partial(tfb.GlowDefaultNetwork, num_hidden=64),
+    exit_bijector_fn=tfb.GlowDefaultExitNetwork)`` (its helpers are tf_keras networks, used as
+    TFP ships them), chained under nfzoo's ``Logit(17)`` as a TFP bijector, so both losses are
+    nats per image of the same dequantized data; base ``tfd.Sample(tfd.Normal(0, 1), [64])``;
+    trained as in train-throughput (tf.function step, tf_keras Adam, graph and XLA).
+  Both initialise their ActNorms from the first batch before the first block. Reported too:
+  trainable parameters, and each system's NLL on the 350 validation images (dequantized once)
+  after its (1 + repeats) x steps steps, which only shows that the losses are comparable.
 
 peak-memory: one system's training alone in this process; prints one JSON line with VmHWM
 after the imports (all peers imported, so every system's baseline is the same interpreter) and
@@ -291,10 +309,10 @@ def step_flops(kernels: list[tuple[int, int]], batch: int = TRAIN_BATCH) -> floa
     return 3.0 * sum(2.0 * batch * n_in * n_out for n_in, n_out in kernels)
 
 
-def _tf_dataset(x):
+def _tf_dataset(x, batch: int = TRAIN_BATCH):
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices(x).batch(TRAIN_BATCH, drop_remainder=True)
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(batch, drop_remainder=True)
     return ds.repeat().prefetch(tf.data.AUTOTUNE)
 
 
@@ -349,16 +367,27 @@ def _zuko_kernels(flow) -> list[tuple[int, int]]:
 
 
 class _NfzooTrainer:
-    """nfzoo's flow, trained by ``fit`` (default compile: Adam, XLA; ``jit=False``: graph)."""
+    """nfzoo's flow, trained by ``fit`` (default compile: Adam, XLA; ``jit=False``: graph).
+    ``make_flow()``, if given, builds the flow in place of ``_nfzoo_flow(arch, ...)``."""
 
-    def __init__(self, arch: str, x, hidden=TRAIN_HIDDEN, seed: int = 0, jit: bool = True):
+    def __init__(
+        self,
+        arch: str,
+        x,
+        hidden=TRAIN_HIDDEN,
+        seed: int = 0,
+        jit: bool = True,
+        make_flow: Callable[[], object] | None = None,
+        batch: int = TRAIN_BATCH,
+    ):
         import keras
 
         keras.utils.set_random_seed(seed)
-        self.flow = _nfzoo_flow(arch, x.shape[1], hidden, seed)
+        self.flow = make_flow() if make_flow else _nfzoo_flow(arch, x.shape[1], hidden, seed)
         self.flow.compile(learning_rate=TRAIN_LR, jit_compile=jit)
         self.kernels = _nfzoo_kernels(self.flow)
-        self.ds = _tf_dataset(x)
+        self.variables = self.flow.trainable_variables
+        self.ds = _tf_dataset(x, batch)
         self.fit_call_s: list[float] = []
         outer = self
 
@@ -382,13 +411,26 @@ class _NfzooTrainer:
 
 
 class _TfpTrainer:
-    """TFP's stock flow (``_tfp_flow``), a tf.function step, tf_keras Adam."""
+    """TFP's stock flow (``_tfp_flow``, or ``make_dist() -> (dist, trainable variables)``), a
+    tf.function step, tf_keras Adam."""
 
-    def __init__(self, arch: str, x, jit: bool, hidden=TRAIN_HIDDEN, seed: int = 0):
+    def __init__(
+        self,
+        arch: str,
+        x,
+        jit: bool,
+        hidden=TRAIN_HIDDEN,
+        seed: int = 0,
+        make_dist: Callable[[], tuple] | None = None,
+        batch: int = TRAIN_BATCH,
+    ):
         import tensorflow as tf
         import tf_keras
 
-        self.dist, self.variables = _tfp_flow(arch, x.shape[1], hidden, seed)
+        if make_dist:
+            self.dist, self.variables = make_dist()
+        else:
+            self.dist, self.variables = _tfp_flow(arch, x.shape[1], hidden, seed)
         self.kernels = [tuple(v.shape) for v in self.variables if len(v.shape) == 2]
         self.optimizer = tf_keras.optimizers.Adam(learning_rate=TRAIN_LR)
 
@@ -401,7 +443,7 @@ class _TfpTrainer:
             return loss
 
         self.step = step
-        self.it = iter(_tf_dataset(x))
+        self.it = iter(_tf_dataset(x, batch))
 
     def block(self, steps: int) -> float:
         start = time.perf_counter()
@@ -846,6 +888,141 @@ def density_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\ncompile / first-block overhead, s\n\n" + "\n".join(compile_lines)
 
 
+# ---- glow-throughput --------------------------------------------------------------------
+
+GLOW_SYSTEMS = ("nfzoo", "nfzoo-graph", "tfp-graph", "tfp-xla")
+GLOW_SHAPE = (8, 8, 1)
+GLOW_BATCH = 64
+GLOW_OPTIONS = {"levels": 2, "steps_per_level": 8, "hidden_channels": 64, "num_levels": 17}
+GLOW_NFZOO = (
+    'nfzoo.build("glow", (8, 8, 1), levels=2, steps_per_level=8, hidden_channels=64, num_levels=17)'
+)
+GLOW_TFP = (
+    "tfb.Chain([nfzoo.layers.Logit(17), tfb.Glow(output_shape=(8, 8, 1), num_glow_blocks=2, "
+    "num_steps_per_block=8, coupling_bijector_fn=partial(tfb.GlowDefaultNetwork, "
+    "num_hidden=64), exit_bijector_fn=tfb.GlowDefaultExitNetwork)]) on "
+    "tfd.Sample(tfd.Normal(0, 1), [64])"
+)
+
+
+def digits_dequantized(split: int = 0, seed: int = 0) -> np.ndarray:
+    """One split of ``nfzoo.data.digits_images(seed)`` (0: train, 1: validation), counts
+    0..16, dequantized once: + U[0, 1) (``nfzoo.data.dequantize``), so in [0, 17]^64."""
+    return nfzoo.data.dequantize(nfzoo.data.digits_images(seed)[split], seed + split)
+
+
+def _num_params(variables) -> int:
+    return int(sum(np.prod(v.shape) for v in variables))
+
+
+def _nfzoo_glow(x0, seed: int = 0):
+    """nfzoo's Glow (logit pre-processing included), its ActNorms initialised from ``x0``."""
+    flow = nfzoo.build("glow", GLOW_SHAPE, seed=seed, **GLOW_OPTIONS)
+    flow.initialize(x0)
+    return flow
+
+
+def _tfp_glow(x0, seed: int = 0):
+    """TFP's stock Glow at nfzoo's configuration, its helpers as TFP ships them (tf_keras
+    networks), under nfzoo's ``Logit(17)`` used as a TFP bijector, so that ``log_prob`` is a
+    density on [0, 17]^64 as nfzoo's. Its ActNorms initialise from ``x0`` (eagerly, in the
+    first ``log_prob``). Returns (dist, trainable variables)."""
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    tfb, tfd = tfp.bijectors, tfp.distributions
+    tf.random.set_seed(seed)
+    glow = tfb.Glow(
+        output_shape=GLOW_SHAPE,
+        num_glow_blocks=GLOW_OPTIONS["levels"],
+        num_steps_per_block=GLOW_OPTIONS["steps_per_level"],
+        coupling_bijector_fn=functools.partial(
+            tfb.GlowDefaultNetwork, num_hidden=GLOW_OPTIONS["hidden_channels"]
+        ),
+        exit_bijector_fn=tfb.GlowDefaultExitNetwork,
+        seed=seed,
+    )
+    logit = nfzoo.layers.Logit(GLOW_OPTIONS["num_levels"])
+    logit.build((None, *GLOW_SHAPE))  # nfzoo's layers must be built before ``inverse``
+    size = int(np.prod(GLOW_SHAPE))
+    dist = tfd.TransformedDistribution(
+        tfd.Sample(tfd.Normal(0.0, 1.0), [size]), tfb.Chain([logit, glow])
+    )
+    dist.log_prob(x0)  # data-dependent ActNorm initialisation
+    return dist, list(dist.trainable_variables)
+
+
+def _make_glow_trainer(system: str, x, seed: int = 0):
+    x0 = x[:GLOW_BATCH]  # the first batch of the (unshuffled) pipeline
+    if system in ("nfzoo", "nfzoo-graph"):
+        make = functools.partial(_nfzoo_glow, x0, seed)
+        jit = system == "nfzoo"
+        return _NfzooTrainer("glow", x, seed=seed, jit=jit, make_flow=make, batch=GLOW_BATCH)
+    if system in ("tfp-graph", "tfp-xla"):
+        make = functools.partial(_tfp_glow, x0, seed)
+        jit = system == "tfp-xla"
+        return _TfpTrainer("glow", x, jit, seed=seed, make_dist=make, batch=GLOW_BATCH)
+    raise ValueError(f"unknown system {system!r}")
+
+
+def glow_throughput(steps: int, repeats: int, systems=GLOW_SYSTEMS) -> list[dict]:
+    """Training steps/s of nfzoo's Glow and TFP's on dequantized digits (batch 64), and, as a
+    check that the losses are comparable, each one's NLL on the validation split after its
+    (1 + repeats) x steps steps (the same batches in the same order for all)."""
+    x, valid = digits_dequantized(0), digits_dequantized(1)
+    makers = {s: functools.partial(_make_glow_trainer, s, x) for s in systems}
+    results = interleaved(makers, steps, repeats, "glow")
+    rows = []
+    for s in systems:
+        row = {"system": s, "steps_per_block": steps, "batch": GLOW_BATCH}
+        if "error" in results[s]:
+            row["error"] = results[s]["error"]
+            rows.append(row)
+            continue
+        runner = results[s]["runner"]
+        row.update(rate_stats(steps, results[s], "steps_per_s"))
+        row["trainable_params"] = _num_params(runner.variables)
+        row["steps_trained"] = steps * (1 + repeats)
+        row["valid_nll"] = float(-np.mean(runner.log_prob(valid)))
+        if s.startswith("nfzoo"):
+            row["fit_call_s"] = runner.fit_call_s
+        print(
+            f"glow {s}: {row['median_steps_per_s']:.1f} steps/s, compile "
+            f"{row['compile_s']:.1f} s, {row['trainable_params']} parameters, validation NLL "
+            f"{row['valid_nll']:.1f} nats"
+        )
+        rows.append(row)
+    return rows
+
+
+def glow_table(rows: list[dict]) -> str:
+    systems = [r["system"] for r in rows]
+    by = {r["system"]: r for r in rows}
+    names = " | ".join(NAMES[s] for s in systems)
+    lines = [
+        f"| flow | batch | {names} | nfzoo / fastest peer |",
+        "|---|---|" + "---|" * (len(systems) + 1),
+        f"| glow 8x8x1 | {GLOW_BATCH} | "
+        + " | ".join(_cell(by[s], "steps_per_s") for s in systems)
+        + f" | {_ratio_cell(by, systems, 'steps_per_s')} |",
+    ]
+    detail = [
+        "| system | compile / first-block overhead, s | trainable parameters "
+        "| validation NLL after training, nats per image |",
+        "|---|---|---|---|",
+    ]
+    for s in systems:
+        r = by[s]
+        if "error" in r:
+            detail.append(f"| {NAMES[s]} | - | - | failed: {r['error'][:120]} |")
+            continue
+        detail.append(
+            f"| {NAMES[s]} | {r['compile_s']:.1f} | {r['trainable_params']:,} "
+            f"| {r['valid_nll']:.1f} (after {r['steps_trained']} steps) |"
+        )
+    return "\n".join(lines) + "\n\n" + "\n".join(detail)
+
+
 # ---- density-quality --------------------------------------------------------------------
 
 QUALITY_SYSTEMS = ("nfzoo", "tfp-xla", "zuko")
@@ -982,6 +1159,10 @@ def main() -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--hidden", nargs="+", type=int, default=[64, 64])
     p.add_argument("--test", type=int, default=20_000, help="held-out samples of p")
+    p = sub.add_parser("glow-throughput", help="Glow training steps/s vs TFP's stock Glow")
+    p.add_argument("--steps", type=int, default=20, help="training steps per timed block")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--systems", nargs="+", default=list(GLOW_SYSTEMS), choices=GLOW_SYSTEMS)
     p = sub.add_parser("peak-memory", help="one system's training alone; prints peak RSS")
     p.add_argument("--system", required=True, choices=[*ALL_SYSTEMS, "none"])
     p.add_argument("--arch", default="maf", choices=arch_choices)
@@ -1057,6 +1238,22 @@ def main() -> int:
             f"{args.repeats} repeats of {args.calls} call(s); threads {meta['threads']}"
         )
         _write(args.out, "density_throughput", meta, density_table(rows), title)
+    elif args.bench == "glow-throughput":
+        rows = glow_throughput(args.steps, args.repeats, args.systems)
+        meta.update(
+            batch=GLOW_BATCH,
+            learning_rate=TRAIN_LR,
+            nfzoo_model=GLOW_NFZOO,
+            tfp_model=GLOW_TFP,
+            data="nfzoo.data.digits_images()[0] + U[0, 1) (one fixed draw), 1000 images",
+            rows=rows,
+        )
+        title = (
+            f"Glow (8x8x1 digits) training steps/s (batch {GLOW_BATCH}, Adam 1e-3, NLL): "
+            f"median (min-max) of {args.repeats} repeats of {args.steps} steps; threads "
+            f"{meta['threads']}\n\nnfzoo: `{GLOW_NFZOO}`\n\nTFP: `{GLOW_TFP}`"
+        )
+        _write(args.out, "glow_throughput", meta, glow_table(rows), title)
     else:
         rows = density_quality(args.steps, args.seeds, args.hidden, args.test)
         meta.update(rows=rows, mixture="GaussianMixture(dim=8, components=8, seed=0)")
