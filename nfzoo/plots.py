@@ -177,6 +177,9 @@ def sample_grid(
     x = flow.sample(rows * rows, seed=seed, temperature=temperature).numpy()
     x = (np.clip(x, lo, hi) - lo) / (hi - lo)
     x = x.reshape(rows, rows, height, width, channels)
+    # a one-pixel mid-grey border around each sample keeps neighbours apart
+    x = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)), constant_values=0.5)
+    height, width = height + 2, width + 2
     image = x.transpose(0, 2, 1, 3, 4).reshape(rows * height, rows * width, channels)
     fig = Figure(figsize=(5, 5), dpi=100)
     FigureCanvasAgg(fig)
