@@ -95,8 +95,8 @@ def test_every_builder_exports_with_parity(arch, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     rng = np.random.RandomState(7)
-    z = rng.standard_normal((5, DIM)).astype(np.float32)
-    x = np.asarray(flow.generate(rng.standard_normal((5, DIM)).astype(np.float32)))
+    z = rng.standard_normal((5, *flow.base_event_shape)).astype(np.float32)
+    x = np.asarray(flow.generate(rng.standard_normal(z.shape).astype(np.float32)))
     keras_out = {"generate": {"x": flow.generate(z)}}
     x_kgl, lp_kgl = flow.generate_and_log_prob(z)
     keras_out["generate_and_log_prob"] = {"x": x_kgl, "log_prob": lp_kgl}
