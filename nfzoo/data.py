@@ -17,8 +17,10 @@ import numpy as np
 from nfzoo.registry import Registry
 
 __all__ = [
+    "DIGITS_BINARY_THRESHOLD",
     "DIGITS_LEVELS",
     "TOY_DATASETS",
+    "binarized_digits",
     "bits_per_dim",
     "dequantize",
     "dequantized",
@@ -145,6 +147,21 @@ def digits_split(seed: int = 0, dequantize_seed: int = 1):
     pixels = _digit_pixels(seed)
     noise = np.random.RandomState(dequantize_seed).rand(*pixels.shape)
     x = ((pixels + noise) / 17.0).astype(np.float32)
+    a, b, _ = DIGITS_SPLIT
+    return x[:a], x[a : a + b], x[a + b :]
+
+
+#: binarisation threshold of the digits' grey levels: pixel >= 8 (of 0..16) is on
+DIGITS_BINARY_THRESHOLD = 8
+
+
+def binarized_digits(seed: int = 0):
+    """sklearn's 8x8 digits as 64-d binary vectors: (train, validation, test) float32 arrays
+    of 0/1, pixel = 1 where the grey level is >= ``DIGITS_BINARY_THRESHOLD`` (8 of 0..16).
+    Deterministic (a fixed threshold, no random binarisation), no download; the same images,
+    shuffled with ``seed`` and split 1000 / 350 / 447, as ``digits_split(seed)`` (there
+    floor(17 x) is the grey level)."""
+    x = (_digit_pixels(seed) >= DIGITS_BINARY_THRESHOLD).astype(np.float32)
     a, b, _ = DIGITS_SPLIT
     return x[:a], x[a : a + b], x[a + b :]
 

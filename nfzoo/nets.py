@@ -138,6 +138,10 @@ class MADE(keras.layers.Layer):
       ordering: "natural", "reversed", "random" (seeded) or an explicit permutation of 1..D.
       activation: activation of the hidden layers.
       seed: seed of the random ordering and the weight initialisers.
+      context_dim: if set, ``call(x, context)`` also reads a context vector [..., context_dim]
+        through an unmasked dense connection into the first hidden layer (Kingma et al. 2016,
+        arXiv:1606.04934: IAF steps conditioned on the encoder's h(x)). The context may have
+        fewer leading axes than x (it broadcasts). Outputs stay autoregressive in x.
     """
 
     def __init__(
@@ -147,11 +151,15 @@ class MADE(keras.layers.Layer):
         ordering: str | Sequence[int] = "natural",
         activation: str = "relu",
         seed: int | None = None,
+        context_dim: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.params_per_dim = int(params_per_dim)
         self.hidden_units = [int(h) for h in hidden_units]
+        self.context_dim = None if context_dim is None else int(context_dim)
+        if self.context_dim is not None and not self.hidden_units:
+            raise ValueError("MADE with a context needs at least one hidden layer.")
         self.ordering = ordering if isinstance(ordering, str) else [int(o) for o in ordering]
         self.activation = activation
         self.activation_fn = keras.activations.get(activation)
@@ -179,12 +187,27 @@ class MADE(keras.layers.Layer):
             )
             mask.assign(masks[i].astype(mask.dtype))
             self.masks.append(mask)
+        self.context_kernel = None
+        if self.context_dim is not None:
+            seed = None if self.seed is None else self.seed + len(sizes)
+            self.context_kernel = self.add_weight(
+                shape=(self.context_dim, self.hidden_units[0]),
+                initializer=keras.initializers.GlorotUniform(seed=seed),
+                name="context_kernel",
+            )
 
-    def call(self, x):
+    def call(self, x, context=None):
+        if (context is None) != (self.context_kernel is None):
+            raise ValueError(
+                f"MADE built with context_dim={self.context_dim} was called "
+                f"{'without' if context is None else 'with'} a context."
+            )
         h = x
         n = len(self.kernels)
         for i in range(n):
             h = tf.matmul(h, self.kernels[i] * self.masks[i]) + self.biases[i]
+            if i == 0 and context is not None:
+                h = h + tf.matmul(context, self.context_kernel)
             if i < n - 1:
                 h = self.activation_fn(h)
         batch = tf.shape(x)[:-1]
@@ -202,6 +225,7 @@ class MADE(keras.layers.Layer):
             "ordering": self.ordering,
             "activation": self.activation,
             "seed": self.seed,
+            "context_dim": self.context_dim,
         }
 
 

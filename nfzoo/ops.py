@@ -32,15 +32,22 @@ def batch_constant(value: tf.Tensor, like: tf.Tensor, event_ndims: int) -> tf.Te
 
 
 def householder_product(vectors: tf.Tensor) -> tf.Tensor:
-    """Q = H_1 H_2 ... H_K for the rows v_k of ``vectors`` (K x D), H_k = I - 2 v v^T / |v|^2.
+    """Q = H_1 H_2 ... H_K for the rows v_k of ``vectors`` ([..., K, D]), H_k = I - 2 v v^T /
+    |v|^2; leading axes are a batch of independent products (per-example Q in ``nfzoo.vae``).
 
-    Q is orthogonal to rounding error whatever the v_k. Cost O(K D^2)."""
-    dim = vectors.shape[1]
+    Q is orthogonal to rounding error whatever the v_k. Cost O(K D^2) per product."""
+    dim = vectors.shape[-1]
     q = tf.eye(dim, dtype=vectors.dtype)
-    for k in range(vectors.shape[0]):
-        v = vectors[k]
+    for k in range(vectors.shape[-2]):
+        v = vectors[..., k, :]
         # Q H_k = Q - 2 (Q v) v^T / |v|^2
-        q = q - 2.0 * tf.tensordot(tf.linalg.matvec(q, v), v, axes=0) / tf.reduce_sum(v**2)
+        qv = tf.linalg.matvec(q, v)
+        q = (
+            q
+            - 2.0
+            * (qv[..., :, None] * v[..., None, :])
+            / tf.reduce_sum(v**2, axis=-1)[..., None, None]
+        )
     return q
 
 

@@ -30,6 +30,17 @@ from nfzoo.nets import MADE
 from nfzoo.ops import soft_clamp
 
 
+def affine_params(made_output: tf.Tensor, log_scale_clamp: float | None):
+    """(shift m, log-scale s) from a MADE output [..., 2, D], s soft-clamped."""
+    return made_output[..., 0, :], soft_clamp(made_output[..., 1, :], log_scale_clamp)
+
+
+def affine_forward(z: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor):
+    """x = z * exp(s) + m and log|det dx/dz| = sum_i s_i: the affine law of MAF and IAF, shared
+    with ``nfzoo.vae.AmortizedIAF`` (whose MADE also reads the encoder's context h(x))."""
+    return z * tf.exp(log_scale) + shift, tf.reduce_sum(log_scale, axis=-1)
+
+
 class _AffineAutoregressive(BijectorLayer):
     """Shared body of MAF and IAF (see the module docstring)."""
 
@@ -62,13 +73,11 @@ class _AffineAutoregressive(BijectorLayer):
         self.made.build((None, *event_shape))
 
     def _params(self, c):
-        p = self.made(c)
-        return p[..., 0, :], soft_clamp(p[..., 1, :], self.log_scale_clamp)
+        return affine_params(self.made(c), self.log_scale_clamp)
 
     def _parallel_forward(self, z, c):
         """x = z * exp(s(c)) + m(c) and sum(s)."""
-        shift, log_scale = self._params(c)
-        return z * tf.exp(log_scale) + shift, tf.reduce_sum(log_scale, axis=-1)
+        return affine_forward(z, *self._params(c))
 
     def _parallel_inverse(self, x, c):
         """z = (x - m(c)) * exp(-s(c)) and -sum(s)."""

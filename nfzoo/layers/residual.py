@@ -34,6 +34,30 @@ PLANAR_BISECTION_STEPS = 100
 PLANAR_CONSTRAINT_MARGIN = 1e-3
 
 
+def planar_constrained_u(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+    """u' = u + (m(w^T u) - w^T u) w / |w|^2, so that w^T u' = m(w^T u) > -1.
+
+    ``u`` and ``w`` are [..., D]: one flow's weights, or per-example parameters with leading
+    batch axes (the amortised posteriors of ``nfzoo.vae``)."""
+    wu = tf.reduce_sum(w * u, axis=-1, keepdims=True)
+    # The floor keeps w^T u' off -1 by more than float32 rounding: at exactly -1 the map is
+    # still monotone but its Jacobian can vanish (log-det -inf).
+    m = -1.0 + tf.maximum(tf.nn.softplus(wu), PLANAR_CONSTRAINT_MARGIN)
+    return u + tf.math.divide_no_nan(m - wu, tf.reduce_sum(w**2, axis=-1, keepdims=True)) * w
+
+
+def planar_forward(z: tf.Tensor, u: tf.Tensor, w: tf.Tensor, b: tf.Tensor):
+    """x = z + u' tanh(w^T z + b) and log|det dx/dz| = log(1 + tanh'(w^T z + b) w^T u').
+
+    The one implementation of the planar map, shared by ``Planar`` (its weights: u, w [D],
+    b scalar) and ``nfzoo.vae.AmortizedPlanar`` (per-example u, w [B, D], b [B]). ``z`` is
+    [..., D] and broadcasts against the parameters' leading axes (e.g. [k, B, D] samples)."""
+    u = planar_constrained_u(u, w)
+    h = tf.tanh(tf.reduce_sum(z * w, axis=-1) + b)
+    x = z + h[..., None] * u
+    return x, tf.math.log1p((1.0 - h**2) * tf.reduce_sum(w * u, axis=-1))
+
+
 @register_layer
 class Planar(BijectorLayer):
     """Planar flow x = z + u' tanh(w^T z + b) with the invertibility constraint w^T u' > -1.
@@ -62,17 +86,10 @@ class Planar(BijectorLayer):
 
     def constrained_u(self) -> tf.Tensor:
         """u' = u + (m(w^T u) - w^T u) w / |w|^2, so that w^T u' = m(w^T u) > -1."""
-        wu = tf.reduce_sum(self.w * self.u)
-        # The floor keeps w^T u' off -1 by more than float32 rounding: at exactly -1 the map is
-        # still monotone but its Jacobian can vanish (log-det -inf).
-        m = -1.0 + tf.maximum(tf.nn.softplus(wu), PLANAR_CONSTRAINT_MARGIN)
-        return self.u + tf.math.divide_no_nan(m - wu, tf.reduce_sum(self.w**2)) * self.w
+        return planar_constrained_u(self.u, self.w)
 
     def _forward_and_log_det(self, z):
-        u = self.constrained_u()
-        h = tf.tanh(tf.linalg.matvec(z, self.w) + self.b)
-        x = z + h[..., None] * u
-        return x, tf.math.log1p((1.0 - h**2) * tf.reduce_sum(self.w * u))
+        return planar_forward(z, self.u, self.w, self.b)
 
     def _inverse_and_log_det(self, x):
         u = self.constrained_u()

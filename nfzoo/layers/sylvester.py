@@ -33,6 +33,59 @@ from nfzoo.ops import fixed_seed, householder_product
 MAX_ORTHOGONALISATION_STEPS = 100
 
 
+def orthogonalize(q_raw: tf.Tensor) -> tf.Tensor:
+    """The orthogonal polar factor of ``q_raw`` [..., D, M] (M <= D): columns orthonormal.
+
+    Iterates Q <- Q (I + (I - Q^T Q) / 2) (Kovarik / Bjorck) until max|Q^T Q - I| is at
+    rounding level over every matrix of the batch. Shared by ``SylvesterOrthogonal`` (one
+    matrix) and ``nfzoo.vae.AmortizedSylvesterOrthogonal`` (one per example)."""
+    m = q_raw.shape[-1]
+    eye = tf.eye(m, dtype=q_raw.dtype)
+    # Dividing by the Frobenius norm puts every singular value in (0, 1], inside the
+    # region where the iteration converges to the orthogonal polar factor.
+    q0 = q_raw / tf.norm(q_raw, axis=[-2, -1], keepdims=True)
+    tol = 1e-14 if q_raw.dtype == tf.float64 else 1e-6
+
+    def error(q):
+        return tf.reduce_max(tf.abs(tf.matmul(q, q, transpose_a=True) - eye))
+
+    def step(i, q):
+        return i + 1, tf.matmul(q, eye + 0.5 * (eye - tf.matmul(q, q, transpose_a=True)))
+
+    _, q = tf.while_loop(
+        lambda i, q: error(q) > tol,
+        step,
+        (tf.constant(0), q0),
+        maximum_iterations=MAX_ORTHOGONALISATION_STEPS,
+    )
+    return q
+
+
+def triangular_with_bounded_diagonal(raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(R, diag R) from a free [..., M, M] matrix: its strict upper triangle, and tanh of its
+    diagonal on the diagonal (|R_ii| < 1, so R_ii R~_ii > -1)."""
+    strict = tf.linalg.band_part(raw, 0, -1) - tf.linalg.band_part(raw, 0, 0)
+    diag = tf.tanh(tf.linalg.diag_part(raw))
+    return strict + tf.linalg.diag(diag), diag
+
+
+def sylvester_forward(z: tf.Tensor, q: tf.Tensor, r1_raw: tf.Tensor, r2_raw: tf.Tensor, b):
+    """x = z + Q R h(R~ Q^T z + b) and log|det dx/dz| = sum_i log(1 + h'(a_i) R~_ii R_ii).
+
+    The one implementation of the Sylvester map. ``q`` [..., D, M] has orthonormal columns;
+    ``r1_raw``, ``r2_raw`` [..., M, M] are free matrices made upper-triangular with a bounded
+    diagonal here (``triangular_with_bounded_diagonal``); ``b`` is [..., M]. The leading axes
+    are empty for the layers (their weights) and [B] for ``nfzoo.vae``'s amortised posteriors
+    (per-example parameters); ``z`` [..., D] broadcasts against them (e.g. [k, B, D])."""
+    r1, d1 = triangular_with_bounded_diagonal(r1_raw)
+    r2, d2 = triangular_with_bounded_diagonal(r2_raw)
+    a = tf.linalg.matvec(r2, tf.linalg.matvec(q, z, transpose_a=True)) + b
+    h = tf.tanh(a)
+    x = z + tf.linalg.matvec(q, tf.linalg.matvec(r1, h))
+    log_det = tf.reduce_sum(tf.math.log1p((1.0 - h**2) * d1 * d2), axis=-1)
+    return x, log_det
+
+
 class _Sylvester(BijectorLayer):
     """Shared body: R, R~, b and the forward map; subclasses provide Q."""
 
@@ -66,19 +119,10 @@ class _Sylvester(BijectorLayer):
         raise NotImplementedError
 
     def _triangular(self, raw):
-        strict = tf.linalg.band_part(raw, 0, -1) - tf.linalg.band_part(raw, 0, 0)
-        diag = tf.tanh(tf.linalg.diag_part(raw))
-        return strict + tf.linalg.diag(diag), diag
+        return triangular_with_bounded_diagonal(raw)
 
     def _forward_and_log_det(self, z):
-        q = self.q_matrix()
-        r1, d1 = self._triangular(self.r1)
-        r2, d2 = self._triangular(self.r2)
-        a = tf.linalg.matvec(r2, tf.linalg.matvec(q, z, transpose_a=True)) + self.b
-        h = tf.tanh(a)
-        x = z + tf.linalg.matvec(q, tf.linalg.matvec(r1, h))
-        log_det = tf.reduce_sum(tf.math.log1p((1.0 - h**2) * d1 * d2), axis=-1)
-        return x, log_det
+        return sylvester_forward(z, self.q_matrix(), self.r1, self.r2, self.b)
 
     def get_config(self):
         return {**super().get_config(), "init_scale": self.init_scale, "seed": self.seed}
@@ -110,26 +154,7 @@ class SylvesterOrthogonal(_Sylvester):
         self.q_raw = self.add_weight_from_array("q_raw", rng.randn(dim, m))
 
     def q_matrix(self):
-        m = self.q_raw.shape[1]
-        eye = tf.eye(m, dtype=self.q_raw.dtype)
-        # Dividing by the Frobenius norm puts every singular value in (0, 1], inside the
-        # region where the iteration converges to the orthogonal polar factor.
-        q0 = self.q_raw / tf.norm(self.q_raw)
-        tol = 1e-14 if self.q_raw.dtype == tf.float64 else 1e-6
-
-        def error(q):
-            return tf.reduce_max(tf.abs(tf.matmul(q, q, transpose_a=True) - eye))
-
-        def step(i, q):
-            return i + 1, tf.matmul(q, eye + 0.5 * (eye - tf.matmul(q, q, transpose_a=True)))
-
-        _, q = tf.while_loop(
-            lambda i, q: error(q) > tol,
-            step,
-            (tf.constant(0), q0),
-            maximum_iterations=MAX_ORTHOGONALISATION_STEPS,
-        )
-        return q
+        return orthogonalize(self.q_raw)
 
     def get_config(self):
         return {**super().get_config(), "num_vectors": self.num_vectors}
