@@ -23,8 +23,25 @@ from nfzoo.ops import fixed_seed
 __all__ = ["MADE", "MLP", "ConvNet", "made_degrees", "made_masks"]
 
 
+class _Stack(keras.layers.Layer):
+    """Hidden layers (``self.hidden``) then a zero-initialised output layer (``self.out``):
+    the shape of MLP and ConvNet."""
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.hidden:
+            layer.build(shape)
+            shape = tuple(layer.compute_output_shape(shape))
+        self.out.build(shape)
+
+    def call(self, x):
+        for layer in self.hidden:
+            x = layer(x)
+        return self.out(x)
+
+
 @keras.saving.register_keras_serializable(package="nfzoo")
-class MLP(keras.layers.Layer):
+class MLP(_Stack):
     """Dense network ``in -> hidden_units... -> output_dim``; the output layer is zero-initialised.
 
     Args:
@@ -56,17 +73,6 @@ class MLP(keras.layers.Layer):
             name="dense_out",
         )
 
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        for layer in self.hidden:
-            layer.build(shape)
-            shape = (*shape[:-1], layer.units)
-        self.out.build(shape)
-
-    def call(self, x):
-        for layer in self.hidden:
-            x = layer(x)
-        return self.out(x)
 
     def get_config(self):
         return {
@@ -230,7 +236,7 @@ class MADE(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="nfzoo")
-class ConvNet(keras.layers.Layer):
+class ConvNet(_Stack):
     """Convolutional conditioner on images [batch, H, W, C_in] -> [batch, H, W, C_out]:
     3x3 conv (``hidden_channels``) -> 1x1 conv (``hidden_channels``) -> 3x3 conv (``C_out``,
     zero-initialised), "same" padding, as Glow's coupling network. With
@@ -277,17 +283,6 @@ class ConvNet(keras.layers.Layer):
             name="conv_out",
         )
 
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        for layer in self.hidden:
-            layer.build(shape)
-            shape = (*shape[:-1], layer.filters)
-        self.out.build(shape)
-
-    def call(self, x):
-        for layer in self.hidden:
-            x = layer(x)
-        return self.out(x)
 
     def get_config(self):
         return {
