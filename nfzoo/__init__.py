@@ -6,7 +6,7 @@ flow.fit(x, epochs=10)
 flow.log_prob(x), flow.sample(100)
 """
 
-from nfzoo import data, layers, targets, vi
+from nfzoo import data, layers, targets, vae, vi
 from nfzoo.bijector_layer import BijectorLayer
 from nfzoo.exporting import export
 from nfzoo.flow import Flow
@@ -28,5 +28,6 @@ __all__ = [
     "load",
     "pretrained_entry",
     "targets",
+    "vae",
     "vi",
 ]

@@ -73,7 +73,6 @@ class MLP(_Stack):
             name="dense_out",
         )
 
-
     def get_config(self):
         return {
             **super().get_config(),
@@ -282,7 +281,6 @@ class ConvNet(_Stack):
             dtype=self.dtype_policy,
             name="conv_out",
         )
-
 
     def get_config(self):
         return {

@@ -1,7 +1,7 @@
 """Flow-VAE on binarised digits: test -ELBO and importance-weighted NLL for every posterior at
 one fixed training budget, as a Markdown table (and JSON under out/).
 
-    PYTHONPATH=. .venv/bin/python tools/vae_table.py [--steps 3000] [--k 500] \
+    .venv/bin/python tools/vae_table.py [--steps 3000] [--k 500] \
         [--posteriors none planar ...] [--latent-dim 8] [--num-flows 4] [--seeds 0 1 2]
 
 Data: nfzoo.data.binarized_digits() (pixel >= 8 of 0..16; fixed split 1000 / 350 / 447).
