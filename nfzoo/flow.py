@@ -30,15 +30,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from nfzoo.bijector_layer import (
-    BijectorLayer,
-    as_float_tensor,
-    build_chain,
-    chain_forward,
-    chain_inverse,
-    check_event_shape,
-    initialize_chain,
-)
+from nfzoo.bijector_layer import BijectorLayer, as_float_tensor, check_event_shape
+from nfzoo.chain import build_chain, chain_forward, chain_inverse, initialize_chain
 from nfzoo.ops import resolve_optimizer
 
 tfb = tfp.bijectors
@@ -290,6 +283,8 @@ class Flow(keras.Model):
             self.compile()
         if not self.is_initialized and x is not None:
             self.initialize(_first_batch(x, kwargs.get("batch_size")))
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # a pipeline shuffles itself (Keras would warn)
         return super().fit(x, *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):

@@ -31,6 +31,13 @@ def batch_constant(value: tf.Tensor, like: tf.Tensor, event_ndims: int) -> tf.Te
     return tf.fill(batch_shape, tf.cast(value, like.dtype))
 
 
+def per_image(fn, u: tf.Tensor) -> tf.Tensor:
+    """Applies ``fn``, an op on image batches [N, H, W, C] (a convolution, space-to-depth), to
+    ``u`` of shape [batch..., H, W, C] by folding the batch axes into one and back."""
+    images = fn(tf.reshape(u, [-1, *u.shape[-3:]]))
+    return tf.reshape(images, tf.concat([tf.shape(u)[:-3], tf.shape(images)[1:]], axis=0))
+
+
 def householder_product(vectors: tf.Tensor) -> tf.Tensor:
     """Q = H_1 H_2 ... H_K for the rows v_k of ``vectors`` ([..., K, D]), H_k = I - 2 v v^T /
     |v|^2; leading axes are a batch of independent products (per-example Q in ``nfzoo.vae``).

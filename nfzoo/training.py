@@ -134,7 +134,6 @@ def train_flow(
         steps_per_epoch=steps_per_epoch,
         validation_data=None if validation is None else (np.asarray(validation),),
         callbacks=callbacks,
-        shuffle=False,  # the pipeline shuffles
         verbose=verbose,
     )
     seconds = time.perf_counter() - start

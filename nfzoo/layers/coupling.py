@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from nfzoo.bijector_layer import BijectorLayer, register_layer
 from nfzoo.nets import MLP
-from nfzoo.ops import batch_constant, soft_clamp
+from nfzoo.ops import batch_constant, soft_clamp, sum_event
 
 
 def coupling_mask(mask: str | Sequence[int], dim: int, flip: bool = False) -> np.ndarray:
@@ -52,6 +52,21 @@ def coupling_mask(mask: str | Sequence[int], dim: int, flip: bool = False) -> np
             f"Coupling mask must leave both parts non-empty; received {m.tolist()} for dim {dim}."
         )
     return m
+
+
+def coupling_law(b, t, s, inverse: bool, like, event_ndims: int):
+    """The coupling update of the moved part b with shift t and log-scale s (None: additive):
+
+        forward  b' = b * exp(s) + t,    log|det| = sum s      (additive: b + t, 0)
+        inverse  b' = (b - t) * exp(-s), log|det| = -sum s     (additive: b - t, 0)
+
+    summed over the trailing ``event_ndims`` axes (one value per example of ``like``). Shared by
+    the vector and image couplings and by FactorOut's learned prior."""
+    if s is None:
+        return (b - t if inverse else b + t), batch_constant(0.0, like, event_ndims)
+    if inverse:
+        return (b - t) * tf.exp(-s), -sum_event(s, event_ndims)
+    return b * tf.exp(s) + t, sum_event(s, event_ndims)
 
 
 class _Coupling(BijectorLayer):
@@ -100,19 +115,16 @@ class _Coupling(BijectorLayer):
         """Returns (t, s) for the moved part; s is None for the additive law."""
         raise NotImplementedError
 
+    def _transform(self, u, inverse: bool):
+        a, b = self._split(u)
+        b, log_det = coupling_law(b, *self._shift_and_log_scale(a), inverse, u, 1)
+        return self._merge_parts(a, b), log_det
+
     def _forward_and_log_det(self, z):
-        a, b = self._split(z)
-        t, s = self._shift_and_log_scale(a)
-        if s is None:
-            return self._merge_parts(a, b + t), batch_constant(0.0, z, 1)
-        return self._merge_parts(a, b * tf.exp(s) + t), tf.reduce_sum(s, axis=-1)
+        return self._transform(z, inverse=False)
 
     def _inverse_and_log_det(self, x):
-        a, b = self._split(x)
-        t, s = self._shift_and_log_scale(a)
-        if s is None:
-            return self._merge_parts(a, b - t), batch_constant(0.0, x, 1)
-        return self._merge_parts(a, (b - t) * tf.exp(-s)), -tf.reduce_sum(s, axis=-1)
+        return self._transform(x, inverse=True)
 
     def get_config(self):
         return {

@@ -24,8 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from nfzoo.bijector_layer import BijectorLayer, register_layer
+from nfzoo.layers.coupling import coupling_law
 from nfzoo.nets import ConvNet
-from nfzoo.ops import batch_constant, soft_clamp, sum_event
+from nfzoo.ops import per_image, soft_clamp
 
 MASKS = ("channel", "checkerboard")
 
@@ -84,16 +85,9 @@ class _ImageCoupling(BijectorLayer):
         )
         self.conditioner.build((None, height, width, inputs))
 
-    # The conditioner acts on images [N, H, W, C]; extra batch axes are folded into N.
-    def _condition(self, a):
-        event = a.shape[-3:]
-        flat = tf.reshape(a, [-1, *event])
-        h = self.conditioner(flat)
-        return tf.reshape(h, tf.concat([tf.shape(a)[:-3], tf.shape(h)[1:]], axis=0))
-
     def _params(self, a):
         """(t, s) for the moved part from the kept part; s is None for the additive law."""
-        h = self._condition(a)
+        h = per_image(self.conditioner, a)
         if self.params_per_entry == 1:
             return h, None
         n = h.shape[-1] // 2
@@ -113,13 +107,7 @@ class _ImageCoupling(BijectorLayer):
             t, s = self._params(a)
             t = t * (1.0 - m)  # kept pixels: shift 0 and log-scale 0, so they pass unchanged
             s = None if s is None else s * (1.0 - m)
-        if s is None:
-            b = b - t if inverse else b + t
-            log_det = batch_constant(0.0, u, 3)
-        elif inverse:
-            b, log_det = (b - t) * tf.exp(-s), -sum_event(s, 3)
-        else:
-            b, log_det = b * tf.exp(s) + t, sum_event(s, 3)
+        b, log_det = coupling_law(b, t, s, inverse, u, 3)
         if self.mask == "checkerboard":
             return b, log_det
         return tf.concat([b, a] if self.flip else [a, b], axis=-1), log_det

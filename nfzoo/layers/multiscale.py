@@ -30,16 +30,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nfzoo.bijector_layer import (
-    BijectorLayer,
-    build_chain,
-    chain_forward,
-    chain_inverse,
-    initialize_chain,
-    register_layer,
-)
+from nfzoo.bijector_layer import BijectorLayer, register_layer
+from nfzoo.chain import build_chain, chain_forward, chain_inverse, initialize_chain
+from nfzoo.layers.coupling import coupling_law
 from nfzoo.nets import ConvNet
-from nfzoo.ops import soft_clamp, sum_event
+from nfzoo.ops import per_image, soft_clamp
 
 
 @register_layer
@@ -102,9 +97,7 @@ class FactorOut(BijectorLayer):
 
     def _prior_params(self, x1):
         """(mu, s) of the factored-out half from the kept half x_1 (data side)."""
-        flat = tf.reshape(x1, [-1, *self._kept_shape])
-        h = self.prior(flat)
-        h = tf.reshape(h, tf.concat([tf.shape(x1)[:-3], tf.shape(h)[1:]], axis=0))
+        h = per_image(self.prior, x1)
         return h[..., : self._factored], soft_clamp(h[..., self._factored :], self.clamp)
 
     def _forward_and_log_det(self, z):
@@ -120,19 +113,17 @@ class FactorOut(BijectorLayer):
         batch = tf.shape(z)[:-3]
         z1 = tf.reshape(z[..., :kept], tf.concat([batch, self.inner_base_shape], 0))
         x1, inner_ldj = inner_forward(z1)
-        mu, s = self._prior_params(x1)
-        x2 = mu + tf.exp(s) * z[..., kept:]
-        return tf.concat([x1, x2], axis=-1), inner_ldj + sum_event(s, 3)
+        x2, prior_ldj = coupling_law(z[..., kept:], *self._prior_params(x1), False, z, 3)
+        return tf.concat([x1, x2], axis=-1), inner_ldj + prior_ldj
 
     def inverse_with(self, inner_inverse, x):
         """The inverse pass with ``inner_inverse(x1) -> (z1, log-det)`` for the deeper layers."""
         kept = self._kept_shape[-1]
         x1, x2 = x[..., :kept], x[..., kept:]
-        mu, s = self._prior_params(x1)
-        z2 = (x2 - mu) * tf.exp(-s)
+        z2, prior_ldj = coupling_law(x2, *self._prior_params(x1), True, x, 3)
         z1, inner_ldj = inner_inverse(x1)
         z1 = tf.reshape(z1, tf.concat([tf.shape(x)[:-3], self._kept_shape], 0))
-        return tf.concat([z1, z2], axis=-1), inner_ldj - sum_event(s, 3)
+        return tf.concat([z1, z2], axis=-1), inner_ldj + prior_ldj
 
     # ---- the deeper layers' roles ------------------------------------------------------
 

@@ -14,13 +14,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from nfzoo.bijector_layer import BijectorLayer, register_layer
-from nfzoo.ops import batch_constant
-
-
-def _per_image(fn, u: tf.Tensor) -> tf.Tensor:
-    """Applies a rank-4 op to [batch..., H, W, C] by folding the batch axes into one."""
-    images = fn(tf.reshape(u, [-1, *u.shape[-3:]]))
-    return tf.reshape(images, tf.concat([tf.shape(u)[:-3], tf.shape(images)[1:]], axis=0))
+from nfzoo.ops import batch_constant, per_image
 
 
 @register_layer
@@ -61,9 +55,9 @@ class Squeeze(BijectorLayer):
         return tf.concat([output_shape[:-3], output_shape[-3:-1] // 2, output_shape[-1:] * 4], 0)
 
     def _forward_and_log_det(self, z):
-        x = _per_image(lambda u: tf.nn.depth_to_space(u, 2), z)
+        x = per_image(lambda u: tf.nn.depth_to_space(u, 2), z)
         return x, batch_constant(0.0, z, 3)
 
     def _inverse_and_log_det(self, x):
-        z = _per_image(lambda u: tf.nn.space_to_depth(u, 2), x)
+        z = per_image(lambda u: tf.nn.space_to_depth(u, 2), x)
         return z, batch_constant(0.0, x, 3)
