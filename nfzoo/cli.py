@@ -92,12 +92,19 @@ def write_array(path: str | os.PathLike, x: np.ndarray) -> Path:
 
 
 def _load(name: str):
+    """The Flow called ``name``; the subcommands that use it sample, score and export flows."""
     import nfzoo
 
     try:
-        return nfzoo.load(name)
+        model = nfzoo.load(name)
     except ValueError as e:
         raise CLIError(str(e)) from None
+    if not isinstance(model, nfzoo.Flow):
+        raise CLIError(
+            f"{name} is a {type(model).__name__}, not a flow: this command samples, scores and "
+            "exports flows; load it in Python with nfzoo.load"
+        )
+    return model
 
 
 def cmd_list(args) -> None:
@@ -107,12 +114,17 @@ def cmd_list(args) -> None:
     if not entries:
         print("no pretrained entries")
         return
-    print(f"{'name':18s} {'architecture':14s} {'dataset':13s} {'test NLL':>9s} {'size':>8s}")
+    width = max(len(e.name) for e in entries)
+    print(
+        f"{'name':{width}s} {'kind':10s} {'architecture':21s} {'data/target':16s} "
+        f"{'metric (nats)':>22s} {'size':>8s}"
+    )
     for e in entries:
-        nll = e.metrics.get("test_nll_nats", float("nan"))
+        label, value = e.headline
+        data = e.dataset.get("name") or e.dataset.get("target", "")
         print(
-            f"{e.name:18s} {e.architecture:14s} {e.dataset.get('name', ''):13s} "
-            f"{nll:9.4f} {e.size_bytes / 1e6:7.2f}M"
+            f"{e.name:{width}s} {e.kind:10s} {e.architecture:21s} {data:16s} "
+            f"{label:>12s} {value:9.4f} {e.size_bytes / 1e6:7.2f}M"
         )
 
 

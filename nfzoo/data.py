@@ -243,16 +243,19 @@ def load_dataset(spec: dict):
     """(train, validation, test) from a dataset spec as stored in pretrained configs:
     ``{"name": "moons", "n_train": ..., "n_val": ..., "n_test": ..., "seed": ...}`` for toy
     densities, ``{"name": "digits", "seed": ...}`` for digits as dequantized vectors and
-    ``{"name": "digits-images", "seed": ...}`` for digits as [8, 8, 1] counts."""
+    ``{"name": "digits-images", "seed": ...}`` for digits as [8, 8, 1] counts and
+    ``{"name": "binarized-digits", "seed": ...}`` for digits as 64-d binary vectors."""
     name = spec.get("name")
     if name == "digits":
         return digits_split(seed=spec.get("seed", 0))
     if name == "digits-images":
         return digits_images(seed=spec.get("seed", 0))
+    if name == "binarized-digits":
+        return binarized_digits(seed=spec.get("seed", 0))
     if name in TOY_DATASETS:
         return toy_split(name, spec["n_train"], spec["n_val"], spec["n_test"], spec.get("seed", 0))
     raise ValueError(
-        f"Unknown dataset {name!r}; known: digits, digits-images, "
+        f"Unknown dataset {name!r}; known: digits, digits-images, binarized-digits, "
         f"{', '.join(TOY_DATASETS.names())}."
     )
 

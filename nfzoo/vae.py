@@ -557,6 +557,13 @@ class FlowVAE(keras.Model):
         m = log_w.max(axis=0)
         return -(m + np.log(np.mean(np.exp(log_w - m), axis=0)))
 
+    def save_pretrained(self, directory, **kwargs):
+        """Writes config.json, model.weights.h5 and card.md into ``directory`` (atomically);
+        ``nfzoo.load(directory)`` reads it back. See ``nfzoo.pretrained.save_pretrained``."""
+        from nfzoo.pretrained import save_pretrained
+
+        return save_pretrained(self, directory, **kwargs)
+
     def get_config(self):
         return {
             **super().get_config(),

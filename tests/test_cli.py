@@ -27,6 +27,16 @@ def test_list_and_info(capsys):
     assert code == 2 and "Did you mean 'maf-moons'" in err
 
 
+def test_list_shows_each_kind_with_its_metric_and_flow_commands_refuse_a_vae(capsys, tmp_path):
+    code, out, _ = run(capsys, "list")
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "reverse-kl" in rows["planar-u1"] and "KL(q||p)" in rows["planar-u1"]
+    assert "flow-vae" in rows["vae-digits-iaf"] and "test IW-NLL" in rows["vae-digits-iaf"]
+    code, _, err = run(capsys, "sample", "vae-digits-iaf", "-n", "5", "-o", str(tmp_path / "s.npy"))
+    assert code == 2 and "is a FlowVAE, not a flow" in err
+    assert not (tmp_path / "s.npy").exists()
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])
 def test_sample_then_logprob(capsys, tmp_path, suffix):
     out_file = tmp_path / f"s{suffix}"

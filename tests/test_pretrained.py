@@ -1,6 +1,7 @@
 """The pretrained zoo: every card's figure is reproduced from the shipped weights, loading is
 safe, save_pretrained round-trips atomically, and a loaded flow fine-tunes with fit."""
 
+import functools
 import json
 import shutil
 
@@ -8,11 +9,20 @@ import numpy as np
 import pytest
 
 import nfzoo
-from nfzoo import pretrained
+from nfzoo import pretrained, targets, vae, vi
 from nfzoo.pretrained import IntegrityError
 
 ENTRIES = [e.name for e in nfzoo.list_pretrained()]
+
+
+def entries_of(kind: str) -> list[str]:
+    return [e.name for e in nfzoo.list_pretrained() if e.kind == kind]
+
+
+VI_ARCHS = ("planar", "sylvester-orthogonal", "sylvester-householder", "sylvester-triangular")
 EXPECTED = {
+    *(f"{arch}-u{i}" for arch in VI_ARCHS for i in (1, 2, 3, 4)),
+    *(f"vae-digits-{posterior}" for posterior in vae.POSTERIORS),
     "maf-moons",
     "realnvp-moons",
     "nice-moons",
@@ -35,7 +45,14 @@ def test_the_zoo_has_its_entries_within_budget():
     assert total < 50e6
 
 
-@pytest.mark.parametrize("name", ENTRIES)
+def test_every_entry_is_of_a_known_kind_with_its_headline_metric():
+    for entry in nfzoo.list_pretrained():
+        assert entry.kind in pretrained.HEADLINES
+        label, value = entry.headline
+        assert np.isfinite(value), (entry.name, label)
+
+
+@pytest.mark.parametrize("name", entries_of("density"))
 def test_card_metric_is_reproduced_from_the_shipped_weights(name):
     entry = nfzoo.pretrained_entry(name)
     config = json.loads((entry.path / "config.json").read_text())
@@ -58,6 +75,68 @@ def test_card_metric_is_reproduced_from_the_shipped_weights(name):
     np.testing.assert_allclose(nll, recorded, atol=1e-4, rtol=1e-6)
     assert f"{recorded:.4f} nats" in (entry.path / "card.md").read_text()
     assert nll < config["metrics"]["gaussian_test_nll_nats"]  # it learned something
+
+
+@functools.cache
+def _reference_log_z(target_name: str) -> float:
+    return targets.reference_log_z(targets.get(target_name))
+
+
+@pytest.mark.parametrize("name", entries_of("reverse-kl"))
+def test_reverse_kl_card_is_reproduced_from_the_shipped_weights(name):
+    entry = nfzoo.pretrained_entry(name)
+    config = json.loads((entry.path / "config.json").read_text())
+    flow = nfzoo.load(name)
+    assert isinstance(flow, nfzoo.Flow)
+    target = targets.get(config["target"]["name"])
+    log_z = _reference_log_z(target.name)
+    assert log_z == pytest.approx(config["target"]["log_z_reference"], abs=1e-9)
+    m = config["metrics"]
+    assert entry.metrics == m
+    ev = config["evaluation"]
+    d = vi.diagnostics(flow, target, num_samples=ev["num_samples"], seed=ev["seed"])
+    np.testing.assert_allclose([d.elbo, d.log_z], [m["elbo"], m["log_z_is"]], atol=1e-4)
+    np.testing.assert_allclose(d.ess, m["ess_fraction"], rtol=1e-3)
+    assert m["kl_nats"] == pytest.approx(log_z - m["elbo"], abs=1e-12)
+    # the ELBO is a lower bound of log Z: KL >= 0 up to its Monte-Carlo error
+    assert log_z - d.elbo > -4 * d.elbo_se
+    # training removed most of the KL of the initial flow
+    assert m["kl_nats"] < 0.5 * m["initial_kl_nats"]
+    assert f"**{m['kl_nats']:.4f} nats**" in (entry.path / "card.md").read_text()
+
+
+@pytest.mark.parametrize("name", entries_of("flow-vae"))
+def test_flow_vae_card_is_reproduced_from_the_shipped_weights(name):
+    entry = nfzoo.pretrained_entry(name)
+    config = json.loads((entry.path / "config.json").read_text())
+    model = nfzoo.load(name)
+    assert isinstance(model, vae.FlowVAE)
+    assert model.posterior_name == config["architecture"]["options"]["posterior"]
+    _, _, test = nfzoo.data.load_dataset(config["dataset"])
+    ev, m = config["evaluation"], config["metrics"]
+    assert entry.metrics == m
+    iw_nll = model.importance_weighted_nll(test, ev["iw_samples"], seed=ev["iw_seed"]).mean()
+    neg_elbo = -model.elbo(test, ev["elbo_samples"], seed=ev["elbo_seed"]).mean()
+    np.testing.assert_allclose(iw_nll, m["test_iw_nll_nats"], atol=1e-3)
+    np.testing.assert_allclose(neg_elbo, m["test_neg_elbo_nats"], atol=1e-3)
+    assert iw_nll < neg_elbo  # L_k >= ELBO
+    assert iw_nll < m["bernoulli_test_nll_nats"] - 5.0  # far better than independent pixels
+    assert f"**{m['test_iw_nll_nats']:.4f} nats**" in (entry.path / "card.md").read_text()
+
+
+def test_flow_vae_round_trips_through_save_pretrained(tmp_path):
+    train, _, test = nfzoo.data.binarized_digits()
+    model = vae.FlowVAE(posterior="sylvester-householder", hidden_units=[32], seed=0)
+    model.compile(learning_rate=1e-3)
+    model.fit(train, batch_size=100, epochs=1, verbose=0)
+    folder = model.save_pretrained(tmp_path / "vae")
+    loaded = nfzoo.load(folder)
+    assert isinstance(loaded, vae.FlowVAE) and loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(
+        loaded.elbo(test[:20], num_samples=8, seed=3), model.elbo(test[:20], num_samples=8, seed=3)
+    )
+    with pytest.raises(TypeError, match="writes a nfzoo Flow or FlowVAE; received"):
+        pretrained.save_pretrained(model.flow, tmp_path / "posterior")
 
 
 @pytest.fixture

@@ -3,9 +3,12 @@ card, then records it in pretrained/index.json (the registry).
 
     .venv/bin/python tools/train_zoo.py NAME [NAME ...]    # or: --all, --list
 
-Every entry is trained with a fixed seed on a 2-core CPU machine; the card reports held-out
-metrics measured right after training, which tests/test_pretrained.py recomputes from the
-shipped weights.
+Three kinds of recipe (nfzoo.pretrained.HEADLINES): "density" (a flow fitted to data by
+maximum likelihood), "reverse-kl" (a planar or Sylvester flow fitted to U1-U4 by reverse KL,
+with tools/vi_targets.py's protocol) and "flow-vae" (a FlowVAE on binarised digits, with
+tools/vae_table.py's budget). Every entry is trained with a fixed seed on a 2-core CPU
+machine; the card reports metrics measured right after training, which
+tests/test_pretrained.py recomputes from the shipped weights.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+import vae_table
+import vi_targets
 
 import nfzoo
 from nfzoo.files import sha256_file, write_file_atomically
@@ -49,9 +54,33 @@ class Recipe:
     learning_rate: float = 1e-3
     patience: int | None = None
     seed: int = 0
+    kind = "density"
 
 
-RECIPES: Registry[Recipe] = Registry("recipe")
+@dataclass(frozen=True)
+class ReverseKLRecipe:
+    """``architecture`` fitted to ``target`` by reverse KL (tools/vi_targets.py's protocol)."""
+
+    name: str
+    summary: str
+    architecture: str
+    target: str
+    steps: int = 4000
+    kind = "reverse-kl"
+
+
+@dataclass(frozen=True)
+class FlowVAERecipe:
+    """A FlowVAE with ``posterior`` at tools/vae_table.py's default budget and ``seed``."""
+
+    name: str
+    summary: str
+    posterior: str
+    seed: int = 0
+    kind = "flow-vae"
+
+
+RECIPES: Registry[Recipe | ReverseKLRecipe | FlowVAERecipe] = Registry("recipe")
 
 
 def _recipe(**kwargs):
@@ -144,6 +173,41 @@ _recipe(
 )
 
 
+#: reverse KL to Rezende & Mohamed's energies (figure 3): planar K = 32 and the Sylvesters
+VI_ARCHITECTURES = (
+    "planar",
+    "sylvester-orthogonal",
+    "sylvester-householder",
+    "sylvester-triangular",
+)
+for _target in ("u1", "u2", "u3", "u4"):
+    for _arch in VI_ARCHITECTURES:
+        RECIPES.add(
+            f"{_arch}-{_target}",
+            ReverseKLRecipe(
+                name=f"{_arch}-{_target}",
+                summary=f"{_arch} fitted by reverse KL to the energy {_target.upper()} "
+                "(Rezende & Mohamed 2015, figure 3)",
+                architecture=_arch,
+                target=_target,
+            ),
+        )
+#: flow-VAEs on binarised digits, one per posterior, at the vae_table budget (seed 0)
+for _posterior in nfzoo.vae.POSTERIORS:
+    RECIPES.add(
+        f"vae-digits-{_posterior}",
+        FlowVAERecipe(
+            name=f"vae-digits-{_posterior}",
+            summary=f"Flow-VAE on binarised 8x8 digits, posterior {_posterior!r}",
+            posterior=_posterior,
+        ),
+    )
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}"
+
+
 def _is_images(dataset: dict) -> bool:
     return dataset["name"] == "digits-images"
 
@@ -165,7 +229,16 @@ def _nll(flow, x) -> float:
     )
 
 
-def train_entry(recipe: Recipe) -> dict:
+def train_entry(recipe) -> dict:
+    """Trains ``recipe``, writes pretrained/<name>/ and returns its metadata."""
+    if recipe.kind == "reverse-kl":
+        return train_reverse_kl_entry(recipe)
+    if recipe.kind == "flow-vae":
+        return train_flow_vae_entry(recipe)
+    return train_density_entry(recipe)
+
+
+def train_density_entry(recipe: Recipe) -> dict:
     train, val, test = nfzoo.data.load_dataset(recipe.dataset)
     event_shape = train.shape[1:]
     event_dim = int(np.prod(event_shape))
@@ -229,6 +302,7 @@ def _finish(recipe, flow, result, metrics, command, event_shape, train, val, tes
     metadata = {
         "name": recipe.name,
         "summary": recipe.summary,
+        "kind": recipe.kind,
         "architecture": {
             "name": recipe.architecture,
             "event_shape": [int(d) for d in event_shape],
@@ -246,13 +320,170 @@ def _finish(recipe, flow, result, metrics, command, event_shape, train, val, tes
             "seed": recipe.seed,
             "early_stopping_patience": recipe.patience,
             "wall_time_seconds": round(result.seconds, 1),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}",
+            "machine": _machine(),
         },
         "metrics": metrics,
         "command": command,
     }
     folder = pretrained_dir() / recipe.name
     save_pretrained(flow, folder, metadata=metadata, card=_card(recipe, metadata), overwrite=True)
+    return metadata
+
+
+def train_reverse_kl_entry(recipe: ReverseKLRecipe) -> dict:
+    target = nfzoo.targets.get(recipe.target)
+    log_z_ref = nfzoo.targets.reference_log_z(target)
+    flow = vi_targets.build_flow(recipe.architecture, name=recipe.name.replace("-", "_"))
+    before = vi_targets.measure(flow, target)
+    after, seconds = vi_targets.fit(flow, target, recipe.steps)
+    metrics = {
+        "kl_nats": log_z_ref - after.elbo,
+        "elbo": after.elbo,
+        "elbo_se": after.elbo_se,
+        "log_z_is": after.log_z,
+        "log_z_is_se": after.log_z_se,
+        "log_z_error": after.log_z - log_z_ref,
+        "ess_fraction": after.ess,
+        "log_z_reference": log_z_ref,
+        "initial_kl_nats": log_z_ref - before.elbo,
+    }
+    metadata = {
+        "name": recipe.name,
+        "summary": recipe.summary,
+        "kind": recipe.kind,
+        "architecture": {
+            "name": recipe.architecture,
+            "event_shape": [2],
+            "options": vi_targets.ARCH_OPTIONS.get(recipe.architecture, {}),
+        },
+        "dataset": {"target": recipe.target},
+        "target": {
+            "name": recipe.target,
+            "log_z_reference": log_z_ref,
+            "log_z_reference_method": "exact"
+            if target.log_z is not None
+            else "nfzoo.targets.quadrature_log_z (2001 x 2001 grid over [-6, 6]^2)",
+        },
+        "training": {
+            "objective": "reverse KL (minimise E_q[log q - log p~]), beta annealed from 0.01 "
+            "to 1 over the first quarter",
+            "steps": recipe.steps,
+            "num_samples": vi_targets.NUM_SAMPLES,
+            "learning_rate": vi_targets.LEARNING_RATE,
+            "optimizer": "adam",
+            "seed": vi_targets.SEED,
+            "wall_time_seconds": round(seconds, 1),
+            "machine": _machine(),
+        },
+        "evaluation": {"num_samples": vi_targets.EVAL_SAMPLES, "seed": vi_targets.EVAL_SEED},
+        "metrics": metrics,
+        "command": f"python tools/train_zoo.py {recipe.name}",
+    }
+    m, t = metrics, metadata["training"]
+    card = "\n".join(
+        [
+            f"# {recipe.name}",
+            "",
+            recipe.summary + ".",
+            "",
+            f"- architecture: `{recipe.architecture}` with options "
+            f"`{json.dumps(metadata['architecture']['options'])}`, 2-D",
+            f"- target: `nfzoo.targets.get({recipe.target!r})`; reference log Z = "
+            f"{log_z_ref:.6f} ({metadata['target']['log_z_reference_method']})",
+            f"- KL(q || p) = log Z - ELBO: **{m['kl_nats']:.4f} nats** (+- {m['elbo_se']:.4f}; "
+            f"{m['initial_kl_nats']:.4f} before training)",
+            f"- ELBO {m['elbo']:.4f}; importance-sampled log Z {m['log_z_is']:.4f} +- "
+            f"{m['log_z_is_se']:.4f} (error {m['log_z_error']:+.4f}); ESS fraction "
+            f"{m['ess_fraction']:.3f}; from {vi_targets.EVAL_SAMPLES} samples, noise seed "
+            f"{vi_targets.EVAL_SEED} (`nfzoo.vi.diagnostics`)",
+            f"- training: {t['steps']} steps x {t['num_samples']} samples, Adam "
+            f"{t['learning_rate']}, seed {t['seed']}, {t['wall_time_seconds']} s on "
+            f"{t['machine']}",
+            f"- reproduce: `{metadata['command']}`",
+            "",
+            f'Load with `nfzoo.load("{recipe.name}")`. The figures above are recomputed from '
+            "the shipped weights by tests/test_pretrained.py.",
+            "",
+        ]
+    )
+    folder = pretrained_dir() / recipe.name
+    save_pretrained(flow, folder, metadata=metadata, card=card, overwrite=True)
+    return metadata
+
+
+def train_flow_vae_entry(recipe: FlowVAERecipe) -> dict:
+    args = vae_table.make_parser().parse_args([])
+    dataset = {"name": "binarized-digits", "seed": 0}
+    train, val, test = nfzoo.data.load_dataset(dataset)
+    model, _, seconds = vae_table.train_vae(
+        recipe.posterior, train, recipe.seed, args, name=recipe.name.replace("-", "_")
+    )
+    figures = vae_table.measure(model, train, test, args.k)
+    # the best model with independent pixels: Bernoulli(train mean), clipped away from 0 / 1
+    p = np.clip(train.mean(axis=0), 1e-3, 1 - 1e-3)
+    bernoulli = -np.mean(test @ np.log(p) + (1 - test) @ np.log(1 - p))
+    metrics = {
+        "test_iw_nll_nats": figures["test_iw_nll"],
+        "test_neg_elbo_nats": figures["test_neg_elbo"],
+        "train_neg_elbo_nats": figures["train_neg_elbo"],
+        "bernoulli_test_nll_nats": float(bernoulli),
+    }
+    options = {
+        "posterior": recipe.posterior,
+        "latent_dim": args.latent_dim,
+        "hidden_units": args.hidden,
+        "num_flows": args.num_flows,
+    }
+    metadata = {
+        "name": recipe.name,
+        "summary": recipe.summary,
+        "kind": recipe.kind,
+        "architecture": {"name": "flow-vae", "options": options},
+        "dataset": {
+            **dataset,
+            "sizes": {"train": len(train), "validation": len(val), "test": len(test)},
+        },
+        "training": {
+            "objective": "-ELBO, one reparameterised sample per example",
+            "steps": int(model.optimizer.iterations.numpy()),
+            "batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "optimizer": "adam",
+            "seed": recipe.seed,
+            "wall_time_seconds": round(seconds, 1),
+            "machine": _machine(),
+        },
+        "evaluation": {"elbo_samples": 100, "elbo_seed": 1, "iw_samples": args.k, "iw_seed": 2},
+        "metrics": metrics,
+        "command": f"python tools/train_zoo.py {recipe.name}",
+    }
+    m, t = metrics, metadata["training"]
+    card = "\n".join(
+        [
+            f"# {recipe.name}",
+            "",
+            recipe.summary + " (van den Berg et al. 2018, arXiv:1803.05649).",
+            "",
+            f"- model: `nfzoo.vae.FlowVAE` with `{json.dumps(options)}`",
+            "- data: `nfzoo.data.binarized_digits()` (pixel >= 8 of 0..16); split "
+            f"{len(train)} train / {len(val)} validation / {len(test)} test",
+            f"- test importance-weighted NLL (-L_k, k = {args.k}, noise seed 2): "
+            f"**{m['test_iw_nll_nats']:.4f} nats** per digit",
+            f"- test -ELBO (100-sample estimate, noise seed 1): {m['test_neg_elbo_nats']:.4f} "
+            f"nats (train {m['train_neg_elbo_nats']:.4f}); independent pixels (Bernoulli of "
+            f"the training means): {m['bernoulli_test_nll_nats']:.4f}",
+            f"- training: {t['steps']} steps of batch {t['batch_size']}, Adam "
+            f"{t['learning_rate']}, seed {t['seed']}, {t['wall_time_seconds']} s on "
+            f"{t['machine']}",
+            f"- reproduce: `{metadata['command']}`",
+            "",
+            f'Load with `nfzoo.load("{recipe.name}")` (a FlowVAE). The figures above are '
+            "recomputed from the shipped weights by tests/test_pretrained.py.",
+            "",
+        ]
+    )
+    folder = pretrained_dir() / recipe.name
+    save_pretrained(model, folder, metadata=metadata, card=card, overwrite=True)
     return metadata
 
 
@@ -303,6 +534,7 @@ def record(name: str, meta: dict) -> None:
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     index[name] = {
         "summary": meta["summary"],
+        "kind": meta["kind"],
         "architecture": meta["architecture"]["name"],
         "dataset": {k: v for k, v in meta["dataset"].items() if k != "sizes"},
         "metrics": meta["metrics"],
@@ -335,9 +567,11 @@ def main() -> int:
     for recipe in recipes:
         meta = train_entry(recipe)
         record(recipe.name, meta)
+        label, value = nfzoo.pretrained_entry(recipe.name).headline
         print(
-            f"{recipe.name}: test NLL {meta['metrics']['test_nll_nats']:.4f} nats, "
-            f"{meta['training']['steps']} steps, {meta['training']['wall_time_seconds']} s"
+            f"{recipe.name}: {label} {value:.4f} nats, "
+            f"{meta['training']['steps']} steps, {meta['training']['wall_time_seconds']} s",
+            flush=True,
         )
     return 0
 

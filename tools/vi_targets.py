@@ -7,7 +7,7 @@ Each (target, architecture) pair: nfzoo.build(arch, 2, seed=0, **ARCH_OPTIONS[ar
 ReverseKL under XLA with 256 samples a step, Adam 3e-3, beta annealed from 0.01 to 1 over the
 first quarter of the steps (Rezende & Mohamed 2015, section 6.1), noise seed 0. Then
 ``vi.diagnostics`` on 100,000 fresh samples (seed 1). log Z of U1-U4 is unknown in closed
-form, so the table's reference log Z comes from quadrature on a 2001 x 2001 grid over
+form, so the table's reference log Z is ``targets.quadrature_log_z``: a 2001 x 2001 grid over
 [-6, 6]^2 (the energies are smooth and, with the wall on U2-U4, hold no mass outside it);
 KL(q || p) = log Z_quad - ELBO. Figures (target | fitted flows, one row per target) go to
 ``<out>/<target>.png`` and ``<out>/figure3.png``; out/ is ignored by git.
@@ -21,23 +21,42 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
-import tensorflow as tf
-
 import nfzoo
 from nfzoo import plots, targets, vi
 
 #: paper sizes: K = 32 planar layers (figure 3's largest); Sylvester as built by default
 ARCH_OPTIONS = {"planar": {"num_layers": 32}, "radial": {"num_layers": 32}}
+#: the fit and its measurement, shared with the registry's entries (tools/train_zoo.py)
+NUM_SAMPLES, LEARNING_RATE, SEED = 256, 3e-3, 0
+EVAL_SAMPLES, EVAL_SEED = 100_000, 1
 
 
-def quadrature_log_z(target, half_width: float = 6.0, num: int = 2001) -> float:
-    xs = np.linspace(-half_width, half_width, num)
-    xx, yy = np.meshgrid(xs, xs)
-    points = tf.constant(np.stack([xx.ravel(), yy.ravel()], axis=1))
-    log_p = target.log_prob(points).numpy()
-    m = log_p.max()
-    return float(m + np.log(np.exp(log_p - m).sum() * (xs[1] - xs[0]) ** 2))
+def build_flow(arch: str, name: str | None = None) -> nfzoo.Flow:
+    """``arch`` on 2-D events, seed 0, with its ARCH_OPTIONS."""
+    return nfzoo.build(arch, 2, seed=SEED, name=name, **ARCH_OPTIONS.get(arch, {}))
+
+
+def measure(flow, target) -> vi.Diagnostics:
+    """vi.diagnostics on EVAL_SAMPLES samples of the flow from EVAL_SEED."""
+    return vi.diagnostics(flow, target, num_samples=EVAL_SAMPLES, seed=EVAL_SEED)
+
+
+def fit(flow, target, steps: int):
+    """Fits ``flow`` in place by reverse KL to ``target`` for ``steps`` steps of NUM_SAMPLES,
+    Adam LEARNING_RATE, beta annealed over the first quarter, noise seed SEED; then measures
+    it. Returns (``measure(flow, target)``, fit seconds)."""
+    start = time.perf_counter()
+    vi.fit_reverse_kl(
+        flow,
+        target,
+        steps=steps,
+        num_samples=NUM_SAMPLES,
+        learning_rate=LEARNING_RATE,
+        anneal_steps=steps // 4,
+        seed=SEED,
+    )
+    seconds = time.perf_counter() - start
+    return measure(flow, target), seconds
 
 
 def main() -> None:
@@ -56,22 +75,11 @@ def main() -> None:
     rows = []
     for name in args.targets:
         target = targets.get(name)
-        log_z_ref = target.log_z if target.log_z is not None else quadrature_log_z(target)
+        log_z_ref = targets.reference_log_z(target)
         fitted = {}
         for arch in args.archs:
-            flow = nfzoo.build(arch, 2, seed=0, **ARCH_OPTIONS.get(arch, {}))
-            start = time.perf_counter()
-            vi.fit_reverse_kl(
-                flow,
-                target,
-                steps=args.steps,
-                num_samples=256,
-                learning_rate=3e-3,
-                anneal_steps=args.steps // 4,
-                seed=0,
-            )
-            seconds = time.perf_counter() - start
-            d = vi.diagnostics(flow, target, num_samples=100_000, seed=1)
+            flow = build_flow(arch)
+            d, seconds = fit(flow, target, args.steps)
             print(
                 f"| {name} | {arch} | {-d.elbo:.3f} | {d.log_z:.3f} +- {d.log_z_se:.3f} | "
                 f"{log_z_ref:.3f} | {log_z_ref - d.elbo:.3f} | {d.ess:.3f} | {seconds:.0f} |",
