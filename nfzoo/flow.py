@@ -32,7 +32,7 @@ import tensorflow_probability as tfp
 
 from nfzoo.bijector_layer import BijectorLayer, as_float_tensor, check_event_shape
 from nfzoo.chain import build_chain, chain_forward, chain_inverse, initialize_chain
-from nfzoo.ops import resolve_optimizer
+from nfzoo.ops import build_optimizer_variables, resolve_optimizer
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -283,6 +283,7 @@ class Flow(keras.Model):
             self.compile()
         if not self.is_initialized and x is not None:
             self.initialize(_first_batch(x, kwargs.get("batch_size")))
+        build_optimizer_variables(self)  # one trace of the step, not two
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a pipeline shuffles itself (Keras would warn)
         return super().fit(x, *args, **kwargs)

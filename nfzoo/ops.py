@@ -80,6 +80,20 @@ def resolve_optimizer(optimizer, learning_rate: float | None, global_clipnorm: f
     return optimizer
 
 
+def build_optimizer_variables(model) -> None:
+    """Creates ``model.optimizer``'s slot variables now, eagerly, under the model's
+    distribution strategy. Without a strategy, Keras's TensorFlow trainer defers this to the
+    first trace of the training step; creating variables there makes ``tf.function`` trace
+    the whole step a second time, which costs as much again as the first trace (measured:
+    2 traces of MAF D=64's step in the first ``fit``; ``tools/bench.py train-throughput``
+    reports the compile time). A no-op once built or before the model has weights."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or optimizer.built or not model.trainable_variables:
+        return
+    with model.distribute_strategy.scope():
+        optimizer.build(model.trainable_variables)
+
+
 def fixed_seed(seed: int | None) -> int:
     """``seed``, or a fresh random one when it is None: layers fix their seed at construction
     so that their config alone reproduces their initial weights and orderings."""

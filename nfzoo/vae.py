@@ -44,7 +44,12 @@ from nfzoo.layers.autoregressive import affine_forward, affine_params
 from nfzoo.layers.residual import planar_forward
 from nfzoo.layers.sylvester import orthogonalize, sylvester_forward
 from nfzoo.nets import MADE
-from nfzoo.ops import householder_product, resolve_optimizer, soft_clamp
+from nfzoo.ops import (
+    build_optimizer_variables,
+    householder_product,
+    resolve_optimizer,
+    soft_clamp,
+)
 
 __all__ = [
     "POSTERIORS",
@@ -515,6 +520,13 @@ class FlowVAE(keras.Model):
         x = data[0] if isinstance(data, tuple) else data
         self.loss_tracker.update_state(-tf.reduce_mean(self(x)))
         return {"loss": self.loss_tracker.result()}
+
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit`` (loss: -ELBO); compiles with the defaults if needed."""
+        if not self.compiled:
+            self.compile()
+        build_optimizer_variables(self)  # one trace of the step, not two
+        return super().fit(*args, **kwargs)
 
     def compile(self, optimizer="adam", learning_rate=None, jit_compile=True, **kwargs):
         """Adam (``learning_rate`` sets its rate), ``jit_compile=True`` by default; the loss

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from nfzoo import targets as targets_lib
 from nfzoo.flow import Flow
-from nfzoo.ops import resolve_optimizer
+from nfzoo.ops import build_optimizer_variables, resolve_optimizer
 
 __all__ = [
     "Diagnostics",
@@ -291,6 +291,7 @@ class ReverseKL(keras.Model):
             if kwargs.get(bad) is not None:
                 raise ValueError(f"ReverseKL.fit takes no {bad} (it draws num_samples a step).")
             kwargs.pop(bad, None)
+        build_optimizer_variables(self)  # one trace of the step, not two
         return super().fit(
             _dummy_dataset(),
             epochs=epochs,

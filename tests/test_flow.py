@@ -73,6 +73,38 @@ def test_fit_without_compile_uses_adam_and_xla():
     assert isinstance(flow.optimizer, keras.optimizers.Adam)
 
 
+def _count_traces(model) -> list:
+    """Wraps ``model.train_step`` to record each time it runs in Python (each trace)."""
+    traces, step = [], model.train_step
+
+    def counted(data):
+        traces.append(1)
+        return step(data)
+
+    model.train_step = counted
+    return traces
+
+
+@pytest.mark.parametrize("kind", ["flow", "reverse-kl", "flow-vae"])
+def test_first_fit_traces_the_training_step_once(kind):
+    # Keras would create Adam's slots inside the first trace, and tf.function would then
+    # trace the whole step again; the models build the optimizer before fit.
+    if kind == "flow":
+        model = nfzoo.build("maf", 2, num_layers=2, hidden_units=[16])
+        traces = _count_traces(model)
+        model.fit(MOONS, batch_size=128, epochs=2, verbose=0)
+    elif kind == "reverse-kl":
+        model = nfzoo.vi.ReverseKL(nfzoo.build("planar", 2, num_layers=2), "u1", num_samples=32)
+        traces = _count_traces(model)
+        model.fit(epochs=2, steps_per_epoch=3, verbose=0)
+    else:
+        model = nfzoo.vae.FlowVAE(posterior="planar", hidden_units=[16], num_flows=2, seed=0)
+        traces = _count_traces(model)
+        model.fit(nfzoo.data.binarized_digits()[0][:200], batch_size=100, epochs=2, verbose=0)
+    assert len(traces) == 1
+    assert model.optimizer.iterations.numpy() > 1
+
+
 def test_evaluate_reports_nll_in_nats_and_bits_per_dim():
     flow = nfzoo.build("realnvp", 2, num_layers=2, hidden_units=[16])
     flow.compile(bits_per_dim=True)

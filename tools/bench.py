@@ -11,9 +11,10 @@ interleaved measurements taken in one run (these machines are shared and noisy).
 
 One timing mechanism (``interleaved``) serves every speed figure: each system is a runner with
 ``block(n) -> seconds``; its first block (tracing, XLA compilation, variable creation) is timed
-apart, ``compile_s`` = first block - n / median rate; then every repeat times one block per
-system, in rotating order; a system that fails gets its error in the table. Figures are the
-median (min-max) over repeats. Only ratios within one run count.
+apart, ``compile_s`` = first block - n / median rate; then one untimed round of one block per
+system warms every system up; then every repeat times one block per system, in rotating
+order; a system that fails gets its error in the table. Figures are the median (min-max) over
+repeats. Only ratios within one run count.
 
 export-latency: per-call latency of the exported ``log_prob`` and ``generate`` endpoints at
 batch 1 and 1024, in TensorFlow (the SavedModel signature, as TF Serving runs it),
@@ -134,6 +135,10 @@ def interleaved(
             runners.pop(name, None)
             print(f"{label} {name} failed: {errors[name]}")
     live = [name for name in makers if name in runners]
+    # one untimed round first: a graph system's second block can still pay one-off costs
+    # (seen as a first timed block 5-7 s slower than the rest), which would skew the spread
+    for name in live:
+        runners[name].block(work)
     for rep in range(repeats):
         order = live[rep % len(live) :] + live[: rep % len(live)] if live else []
         for name in order:
