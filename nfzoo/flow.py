@@ -32,7 +32,11 @@ import tensorflow_probability as tfp
 
 from nfzoo.bijector_layer import BijectorLayer, as_float_tensor, check_event_shape
 from nfzoo.chain import build_chain, chain_forward, chain_inverse, initialize_chain
-from nfzoo.ops import build_optimizer_variables, resolve_optimizer
+from nfzoo.ops import (
+    build_optimizer_variables,
+    resolve_optimizer,
+    resolve_steps_per_execution,
+)
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -215,11 +219,13 @@ class Flow(keras.Model):
         bits_per_dim: bool = False,
         loss: Any = None,
         global_clipnorm: float | None = DEFAULT_GLOBAL_CLIPNORM,
+        steps_per_execution: int | None = None,
         **kwargs,
     ):
         """Like ``keras.Model.compile``, with defaults for flows: Adam with gradients clipped
-        by global norm, ``jit_compile=True``, and the negative log-likelihood as the loss
-        (``loss`` must be left None).
+        by global norm, ``jit_compile=True``, 10 steps per call of the compiled function
+        (``steps_per_execution=None``: ``nfzoo.ops.resolve_steps_per_execution``), and the
+        negative log-likelihood as the loss (``loss`` must be left None).
 
         Args:
           learning_rate: sets Adam's learning rate when ``optimizer`` is "adam".
@@ -235,7 +241,12 @@ class Flow(keras.Model):
             )
         optimizer = resolve_optimizer(optimizer, learning_rate, global_clipnorm)
         self._bits_per_dim_enabled = bool(bits_per_dim)
-        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        super().compile(
+            optimizer=optimizer,
+            jit_compile=jit_compile,
+            steps_per_execution=resolve_steps_per_execution(steps_per_execution),
+            **kwargs,
+        )
 
     def get_compile_config(self):
         config = super().get_compile_config()

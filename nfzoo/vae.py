@@ -48,6 +48,7 @@ from nfzoo.ops import (
     build_optimizer_variables,
     householder_product,
     resolve_optimizer,
+    resolve_steps_per_execution,
     soft_clamp,
 )
 
@@ -528,14 +529,26 @@ class FlowVAE(keras.Model):
         build_optimizer_variables(self)  # one trace of the step, not two
         return super().fit(*args, **kwargs)
 
-    def compile(self, optimizer="adam", learning_rate=None, jit_compile=True, **kwargs):
-        """Adam (``learning_rate`` sets its rate), ``jit_compile=True`` by default; the loss
-        is -ELBO."""
+    def compile(
+        self,
+        optimizer="adam",
+        learning_rate=None,
+        jit_compile=True,
+        steps_per_execution: int | None = None,
+        **kwargs,
+    ):
+        """Adam (``learning_rate`` sets its rate), ``jit_compile=True`` and 10 steps per call
+        of the compiled function by default; the loss is -ELBO."""
         if kwargs.get("loss") is not None:
             raise ValueError("FlowVAE minimises -ELBO and takes no loss.")
         kwargs.pop("loss", None)
         optimizer = resolve_optimizer(optimizer, learning_rate)
-        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        super().compile(
+            optimizer=optimizer,
+            jit_compile=jit_compile,
+            steps_per_execution=resolve_steps_per_execution(steps_per_execution),
+            **kwargs,
+        )
 
     # ---- evaluation --------------------------------------------------------------------
 

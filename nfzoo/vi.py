@@ -41,7 +41,11 @@ import tensorflow as tf
 
 from nfzoo import targets as targets_lib
 from nfzoo.flow import Flow
-from nfzoo.ops import build_optimizer_variables, resolve_optimizer
+from nfzoo.ops import (
+    build_optimizer_variables,
+    resolve_optimizer,
+    resolve_steps_per_execution,
+)
 
 __all__ = [
     "Diagnostics",
@@ -264,14 +268,21 @@ class ReverseKL(keras.Model):
         learning_rate: float | None = None,
         jit_compile: bool | str = True,
         loss: Any = None,
+        steps_per_execution: int | None = None,
         **kwargs,
     ):
-        """Adam (``learning_rate`` sets its rate) and ``jit_compile=True`` by default; the loss
-        is -ELBO and ``loss`` must be left None."""
+        """Adam (``learning_rate`` sets its rate), ``jit_compile=True`` and 10 steps per call
+        of the compiled function by default; the loss is -ELBO and ``loss`` must be left
+        None."""
         if loss is not None:
             raise ValueError(f"ReverseKL minimises -ELBO and takes no loss; received {loss!r}.")
         optimizer = resolve_optimizer(optimizer, learning_rate)
-        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
+        super().compile(
+            optimizer=optimizer,
+            jit_compile=jit_compile,
+            steps_per_execution=resolve_steps_per_execution(steps_per_execution),
+            **kwargs,
+        )
 
     def _no_data(self, method, x, y):
         if x is not None or y is not None:

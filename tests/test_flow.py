@@ -105,6 +105,25 @@ def test_first_fit_traces_the_training_step_once(kind):
     assert model.optimizer.iterations.numpy() > 1
 
 
+def test_ten_steps_per_execution_train_exactly_as_one():
+    # the default runs 10 steps per call of the compiled function; the steps are the same
+    x = nfzoo.data.make_moons(700, seed=4)  # 11 batches of 64: one call of 10, one of 1
+    flows = {}
+    for steps in (None, 1):
+        flow = nfzoo.build("realnvp", 2, num_layers=2, hidden_units=[16], seed=0)
+        flow.compile(learning_rate=1e-2, steps_per_execution=steps)
+        flow.fit(x, batch_size=64, epochs=2, shuffle=False, verbose=0)
+        flows[steps] = flow
+    assert flows[None].steps_per_execution == 10 and flows[1].steps_per_execution == 1
+    assert flows[None].optimizer.iterations.numpy() == flows[1].optimizer.iterations.numpy() == 22
+    for a, b in zip(flows[None].get_weights(), flows[1].get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():  # Keras's loop fails there
+        flow = nfzoo.build("maf", 2, num_layers=1, hidden_units=[8])
+        flow.compile()
+    assert flow.steps_per_execution == 1
+
+
 def test_evaluate_reports_nll_in_nats_and_bits_per_dim():
     flow = nfzoo.build("realnvp", 2, num_layers=2, hidden_units=[16])
     flow.compile(bits_per_dim=True)

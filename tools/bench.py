@@ -25,7 +25,8 @@ train-throughput: training steps/s (batch 512, Adam at 1e-3, negative log-likeli
 and RealNVP, 5 layers, hidden [256, 256], at every D of ``--dims``, on one fixed float32 sample
 of a Gaussian mixture, for
   - nfzoo: ``nfzoo.build(arch, D, num_layers=5, hidden_units=[256, 256])`` trained by Keras
-    ``fit`` with the default ``flow.compile()`` (XLA) on a repeated tf.data pipeline; every
+    ``fit`` with the default ``flow.compile()`` (XLA, 10 steps per call of the compiled
+    function) on a repeated tf.data pipeline; every
     block is one ``fit(epochs=1, steps_per_epoch=steps)`` call, timed from the epoch's start to
     its end by a callback (the time of the whole ``fit`` call is kept in the JSON too);
     ``nfzoo-graph`` (not in the default set) is the same with ``compile(jit_compile=False)``;

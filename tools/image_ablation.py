@@ -47,25 +47,28 @@ COMMON = {"hidden_channels": 64, "num_levels": DIGITS_LEVELS}
 
 
 class StepTimer(keras.callbacks.Callback):
-    """Wall time of the training steps of each epoch (first batch end to last batch end)."""
+    """Steps/s of each epoch, from the first batch-end call to the last. Keras calls
+    ``on_train_batch_end`` once per ``steps_per_execution`` steps with the index of the last
+    step run, so steps are counted by index, not by call."""
 
     def __init__(self):
         super().__init__()
         self.rates: list[float] = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._first, self._count = None, 0
+        self._first = self._last = None
 
     def on_train_batch_end(self, batch, logs=None):
-        now = time.perf_counter()
+        mark = (batch, time.perf_counter())
         if self._first is None:
-            self._first = now
+            self._first = mark
         else:
-            self._count, self._last = self._count + 1, now
+            self._last = mark
 
     def on_epoch_end(self, epoch, logs=None):
-        if self._count:
-            self.rates.append(self._count / (self._last - self._first))
+        if self._last is not None:
+            (b0, t0), (b1, t1) = self._first, self._last
+            self.rates.append((b1 - b0) / (t1 - t0))
 
 
 def run(label: str, arch: str, options: dict, steps: int, seed: int = 0) -> dict:
