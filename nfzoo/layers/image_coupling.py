@@ -13,9 +13,10 @@ With a the kept part and b the moved part:
     additive:  x_b = z_b + t(z_a)                 log|det dx/dz| = 0
     affine:    x_b = z_b * exp(s(z_a)) + t(z_a)   log|det dx/dz| = sum over moved entries of s
 
-and the inverse reads the same conditioner on x_a = z_a. s is soft-clamped to +-``clamp``
-(``c * tanh(s / c)``). The conditioner (``nets.ConvNet``: 3x3 -> 1x1 -> zero-initialised 3x3)
-makes each layer start as the identity. Cost: one conditioner pass in either direction.
+and the inverse reads the same conditioner on x_a = z_a. s is soft-clamped to
++-``log_scale_clamp`` (``c * tanh(s / c)``). The conditioner (``nets.ConvNet``: 3x3 -> 1x1 ->
+zero-initialised 3x3) makes each layer start as the identity. Cost: one conditioner pass in
+either direction.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class _ImageCoupling(BijectorLayer):
         if self.params_per_entry == 1:
             return h, None
         n = h.shape[-1] // 2
-        return h[..., :n], soft_clamp(h[..., n:], self.clamp)
+        return h[..., :n], soft_clamp(h[..., n:], self.log_scale_clamp)
 
     def _transform(self, u, inverse: bool):
         if self.mask == "channel":
@@ -145,16 +146,18 @@ class ImageAdditiveCoupling(_ImageCoupling):
 @register_layer
 class ImageAffineCoupling(_ImageCoupling):
     """Affine coupling on images: x_b = z_b * exp(s(z_a)) + t(z_a);
-    log|det dx/dz| = sum of s over the moved entries, s soft-clamped to +-``clamp``.
+    log|det dx/dz| = sum of s over the moved entries, s soft-clamped to
+    +-``log_scale_clamp``.
 
-    Args: as ``ImageAdditiveCoupling``, plus ``clamp`` (bound of the log-scale; None: none).
+    Args: as ``ImageAdditiveCoupling``, plus ``log_scale_clamp`` (bound of the log-scale;
+    None: none).
     """
 
     params_per_entry = 2
 
-    def __init__(self, *args, clamp: float | None = 5.0, **kwargs):
+    def __init__(self, *args, log_scale_clamp: float | None = 5.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.clamp = clamp
+        self.log_scale_clamp = log_scale_clamp
 
     def get_config(self):
-        return {**super().get_config(), "clamp": self.clamp}
+        return {**super().get_config(), "log_scale_clamp": self.log_scale_clamp}

@@ -17,7 +17,7 @@ a bijector: with z ~ N(0, I), log p(z) plus this log-det is exactly Glow's
 log N(x_2; mu, exp(2 s)) + log p(z_1) + log|det d f_inner / d x_1|. The layer's input and
 output both have shape [H, W, C] (z_1 is reshaped from the deeper layers' base shape), so a
 whole multi-scale flow keeps an image-shaped base and sampling at a temperature T scales every
-scale's noise alike, as in Glow. s is soft-clamped to +-``clamp``.
+scale's noise alike, as in Glow. s is soft-clamped to +-``log_scale_clamp``.
 
 Cost: the deeper layers, plus one 3x3 convolution, in either direction.
 """
@@ -47,7 +47,7 @@ class FactorOut(BijectorLayer):
         [H, W, floor(C / 2)]; they may change its shape (a ``Squeeze``) but keep its size.
       prior_hidden_channels: None (Glow: one zero-initialised 3x3 conv from x_1 to the
         mean and log-scale) or the width of a ConvNet's hidden layers.
-      clamp: bound of the log-scale s.
+      log_scale_clamp: bound of the log-scale s (None: none).
     """
 
     event_ndims = 3
@@ -56,7 +56,7 @@ class FactorOut(BijectorLayer):
         self,
         layers: Sequence[BijectorLayer],
         prior_hidden_channels: int | None = None,
-        clamp: float | None = 5.0,
+        log_scale_clamp: float | None = 5.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -69,7 +69,7 @@ class FactorOut(BijectorLayer):
                 )
         self.inner_layers = layers
         self.prior_hidden_channels = prior_hidden_channels
-        self.clamp = clamp
+        self.log_scale_clamp = log_scale_clamp
 
     def _build_event(self, event_shape):
         height, width, channels = event_shape
@@ -98,7 +98,7 @@ class FactorOut(BijectorLayer):
     def _prior_params(self, x1):
         """(mu, s) of the factored-out half from the kept half x_1 (data side)."""
         h = per_image(self.prior, x1)
-        return h[..., : self._factored], soft_clamp(h[..., self._factored :], self.clamp)
+        return h[..., : self._factored], soft_clamp(h[..., self._factored :], self.log_scale_clamp)
 
     def _forward_and_log_det(self, z):
         return self.forward_with(lambda u: chain_forward(self.inner_layers, u), z)
@@ -151,7 +151,7 @@ class FactorOut(BijectorLayer):
             **super().get_config(),
             "layers": [keras.saving.serialize_keras_object(layer) for layer in self.inner_layers],
             "prior_hidden_channels": self.prior_hidden_channels,
-            "clamp": self.clamp,
+            "log_scale_clamp": self.log_scale_clamp,
         }
 
     @classmethod
