@@ -325,9 +325,7 @@ def _finish(recipe, flow, result, metrics, command, event_shape, train, val, tes
         "metrics": metrics,
         "command": command,
     }
-    folder = pretrained_dir() / recipe.name
-    save_pretrained(flow, folder, metadata=metadata, card=_card(recipe, metadata), overwrite=True)
-    return metadata
+    return _save_entry(recipe, flow, metadata, _card_facts(recipe, metadata))
 
 
 def train_reverse_kl_entry(recipe: ReverseKLRecipe) -> dict:
@@ -380,35 +378,21 @@ def train_reverse_kl_entry(recipe: ReverseKLRecipe) -> dict:
         "command": f"python tools/train_zoo.py {recipe.name}",
     }
     m, t = metrics, metadata["training"]
-    card = "\n".join(
-        [
-            f"# {recipe.name}",
-            "",
-            recipe.summary + ".",
-            "",
-            f"- architecture: `{recipe.architecture}` with options "
-            f"`{json.dumps(metadata['architecture']['options'])}`, 2-D",
-            f"- target: `nfzoo.targets.get({recipe.target!r})`; reference log Z = "
-            f"{log_z_ref:.6f} ({metadata['target']['log_z_reference_method']})",
-            f"- KL(q || p) = log Z - ELBO: **{m['kl_nats']:.4f} nats** (+- {m['elbo_se']:.4f}; "
-            f"{m['initial_kl_nats']:.4f} before training)",
-            f"- ELBO {m['elbo']:.4f}; importance-sampled log Z {m['log_z_is']:.4f} +- "
-            f"{m['log_z_is_se']:.4f} (error {m['log_z_error']:+.4f}); ESS fraction "
-            f"{m['ess_fraction']:.3f}; from {vi_targets.EVAL_SAMPLES} samples, noise seed "
-            f"{vi_targets.EVAL_SEED} (`nfzoo.vi.diagnostics`)",
-            f"- training: {t['steps']} steps x {t['num_samples']} samples, Adam "
-            f"{t['learning_rate']}, seed {t['seed']}, {t['wall_time_seconds']} s on "
-            f"{t['machine']}",
-            f"- reproduce: `{metadata['command']}`",
-            "",
-            f'Load with `nfzoo.load("{recipe.name}")`. The figures above are recomputed from '
-            "the shipped weights by tests/test_pretrained.py.",
-            "",
-        ]
-    )
-    folder = pretrained_dir() / recipe.name
-    save_pretrained(flow, folder, metadata=metadata, card=card, overwrite=True)
-    return metadata
+    facts = [
+        f"- architecture: `{recipe.architecture}` with options "
+        f"`{json.dumps(metadata['architecture']['options'])}`, 2-D",
+        f"- target: `nfzoo.targets.get({recipe.target!r})`; reference log Z = "
+        f"{log_z_ref:.6f} ({metadata['target']['log_z_reference_method']})",
+        f"- KL(q || p) = log Z - ELBO: **{m['kl_nats']:.4f} nats** (+- {m['elbo_se']:.4f}; "
+        f"{m['initial_kl_nats']:.4f} before training)",
+        f"- ELBO {m['elbo']:.4f}; importance-sampled log Z {m['log_z_is']:.4f} +- "
+        f"{m['log_z_is_se']:.4f} (error {m['log_z_error']:+.4f}); ESS fraction "
+        f"{m['ess_fraction']:.3f}; from {vi_targets.EVAL_SAMPLES} samples, noise seed "
+        f"{vi_targets.EVAL_SEED} (`nfzoo.vi.diagnostics`)",
+        f"- training: {t['steps']} steps x {t['num_samples']} samples, Adam "
+        f"{t['learning_rate']}, seed {t['seed']}, {t['wall_time_seconds']} s on {t['machine']}",
+    ]
+    return _save_entry(recipe, flow, metadata, facts)
 
 
 def train_flow_vae_entry(recipe: FlowVAERecipe) -> dict:
@@ -458,42 +442,46 @@ def train_flow_vae_entry(recipe: FlowVAERecipe) -> dict:
         "command": f"python tools/train_zoo.py {recipe.name}",
     }
     m, t = metrics, metadata["training"]
-    card = "\n".join(
-        [
-            f"# {recipe.name}",
-            "",
-            recipe.summary + " (van den Berg et al. 2018, arXiv:1803.05649).",
-            "",
-            f"- model: `nfzoo.vae.FlowVAE` with `{json.dumps(options)}`",
-            "- data: `nfzoo.data.binarized_digits()` (pixel >= 8 of 0..16); split "
-            f"{len(train)} train / {len(val)} validation / {len(test)} test",
-            f"- test importance-weighted NLL (-L_k, k = {args.k}, noise seed 2): "
-            f"**{m['test_iw_nll_nats']:.4f} nats** per digit",
-            f"- test -ELBO (100-sample estimate, noise seed 1): {m['test_neg_elbo_nats']:.4f} "
-            f"nats (train {m['train_neg_elbo_nats']:.4f}); independent pixels (Bernoulli of "
-            f"the training means): {m['bernoulli_test_nll_nats']:.4f}",
-            f"- training: {t['steps']} steps of batch {t['batch_size']}, Adam "
-            f"{t['learning_rate']}, seed {t['seed']}, {t['wall_time_seconds']} s on "
-            f"{t['machine']}",
-            f"- reproduce: `{metadata['command']}`",
-            "",
-            f'Load with `nfzoo.load("{recipe.name}")` (a FlowVAE). The figures above are '
-            "recomputed from the shipped weights by tests/test_pretrained.py.",
-            "",
-        ]
-    )
-    folder = pretrained_dir() / recipe.name
-    save_pretrained(model, folder, metadata=metadata, card=card, overwrite=True)
-    return metadata
+    facts = [
+        f"- model: `nfzoo.vae.FlowVAE` with `{json.dumps(options)}` (van den Berg et al. 2018, "
+        "arXiv:1803.05649)",
+        "- data: `nfzoo.data.binarized_digits()` (pixel >= 8 of 0..16); split "
+        f"{len(train)} train / {len(val)} validation / {len(test)} test",
+        f"- test importance-weighted NLL (-L_k, k = {args.k}, noise seed 2): "
+        f"**{m['test_iw_nll_nats']:.4f} nats** per digit",
+        f"- test -ELBO (100-sample estimate, noise seed 1): {m['test_neg_elbo_nats']:.4f} "
+        f"nats (train {m['train_neg_elbo_nats']:.4f}); independent pixels (Bernoulli of "
+        f"the training means): {m['bernoulli_test_nll_nats']:.4f}",
+        f"- training: {t['steps']} steps of batch {t['batch_size']}, Adam "
+        f"{t['learning_rate']}, seed {t['seed']}, {t['wall_time_seconds']} s on {t['machine']}",
+    ]
+    return _save_entry(recipe, model, metadata, facts, loads_as=" (a FlowVAE)")
 
 
-def _card(recipe: Recipe, meta: dict) -> str:
-    m, t, d = meta["metrics"], meta["training"], meta["dataset"]
-    lines = [
+def _save_entry(recipe, model, metadata: dict, facts: list[str], loads_as: str = "") -> dict:
+    """Writes pretrained/<name>/ (save_pretrained) with its card: title, summary, ``facts``
+    (Markdown bullets), the command that reproduces it and how to load it. Returns
+    ``metadata``."""
+    card = [
         f"# {recipe.name}",
         "",
         recipe.summary + ".",
         "",
+        *facts,
+        f"- reproduce: `{metadata['command']}`",
+        "",
+        f'Load with `nfzoo.load("{recipe.name}")`{loads_as}. The figures above are recomputed '
+        "from the shipped weights by tests/test_pretrained.py.",
+        "",
+    ]
+    folder = pretrained_dir() / recipe.name
+    save_pretrained(model, folder, metadata=metadata, card="\n".join(card), overwrite=True)
+    return metadata
+
+
+def _card_facts(recipe: Recipe, meta: dict) -> list[str]:
+    m, t, d = meta["metrics"], meta["training"], meta["dataset"]
+    lines = [
         f"- architecture: `{recipe.architecture}` with options `{json.dumps(recipe.options)}`",
         f"- dataset: `{json.dumps({k: v for k, v in d.items() if k != 'sizes'})}`; split "
         f"{d['sizes']['train']} train / {d['sizes']['validation']} validation / "
@@ -512,19 +500,12 @@ def _card(recipe: Recipe, meta: dict) -> str:
         lines.append(
             f"- test bits/dim (17-level pixels, dequantised): {m['test_bits_per_dim']:.4f}"
         )
-    lines += [
+    lines.append(
         f"- training: {t['steps']} steps of batch {t['batch_size']}, Adam {t['learning_rate']}, "
         f"seed {t['seed']}, {t['wall_time_seconds']} s on {t['machine']}"
-        + (
-            f", early stopping (patience {t['early_stopping_patience']})" if recipe.patience else ""
-        ),
-        f"- reproduce: `{meta['command']}`",
-        "",
-        'Load with `nfzoo.load("' + recipe.name + '")`. The metric above is recomputed from the '
-        "shipped weights by tests/test_pretrained.py.",
-        "",
-    ]
-    return "\n".join(lines)
+        + (f", early stopping (patience {t['early_stopping_patience']})" if recipe.patience else "")
+    )
+    return lines
 
 
 def record(name: str, meta: dict) -> None:
