@@ -13,8 +13,8 @@ The registry is ``pretrained/index.json``: for each entry, the sha256 of its con
 of its weights, its summary, its kind and its metrics. Kinds: "density" (a Flow fitted to data
 by maximum likelihood; headline metric test NLL), "reverse-kl" (a Flow fitted to an
 unnormalised target density; headline KL(q || p)), "flow-vae" (a FlowVAE; headline test
-importance-weighted NLL). ``load(name)`` checks both digests before it
-parses a byte of either file, so a truncated or altered file is refused with a clear error.
+importance-weighted NLL). ``load(name)`` checks both digests before it parses a byte of either
+file, so a truncated or altered file is refused with a clear error.
 Only names listed in the index are entries: a string that looks like a path is never joined
 onto the pretrained folder; ``load`` treats an existing directory as a ``save_pretrained``
 folder (whose config.json records its own weights' digest).
@@ -204,9 +204,8 @@ def save_pretrained(
     overwrite: bool = False,
 ) -> Path:
     """Writes ``model`` (a Flow or a FlowVAE) as config.json + model.weights.h5 + card.md into
-    ``directory``,
-    atomically: everything is written to a temporary folder beside it and renamed at the end,
-    so a failure leaves the previous contents (or nothing) in place.
+    ``directory``, atomically: everything is written to a temporary folder beside it and
+    renamed at the end, so a failure leaves the previous contents (or nothing) in place.
 
     Args:
       metadata: extra facts stored in config.json (dataset, training budget, metrics,

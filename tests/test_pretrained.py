@@ -212,6 +212,16 @@ def test_configs_naming_foreign_classes_are_refused(tmp_path):
         nfzoo.load(folder)
 
 
+def test_configs_without_exactly_one_model_are_refused(tmp_path):
+    flow = nfzoo.build("nice", 2, num_layers=2, hidden_units=[8])
+    folder = flow.save_pretrained(tmp_path / "f")
+    config = json.loads((folder / "config.json").read_text())
+    for broken in ({k: v for k, v in config.items() if k != "flow"}, {**config, "flow_vae": {}}):
+        (folder / "config.json").write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match="exactly one model config under one of"):
+            nfzoo.load(folder)
+
+
 def test_a_loaded_flow_fine_tunes_on_shifted_data():
     flow = nfzoo.load("maf-moons")
     shift = np.array([1.5, -1.0], np.float32)
