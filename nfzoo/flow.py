@@ -32,11 +32,7 @@ import tensorflow_probability as tfp
 
 from nfzoo.bijector_layer import BijectorLayer, as_float_tensor, check_event_shape
 from nfzoo.chain import build_chain, chain_forward, chain_inverse, initialize_chain
-from nfzoo.ops import (
-    build_optimizer_variables,
-    resolve_optimizer,
-    resolve_steps_per_execution,
-)
+from nfzoo.trainable import TrainableModel
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -60,7 +56,7 @@ BASES = ("normal",)
 
 
 @keras.saving.register_keras_serializable(package="nfzoo")
-class Flow(keras.Model):
+class Flow(TrainableModel):
     """A normalizing flow: ``log_prob``, ``sample``, ``generate``, ``encode`` and training by
     maximum likelihood through Keras ``fit``.
 
@@ -71,6 +67,8 @@ class Flow(keras.Model):
         ``tfd.Independent(tfd.Normal(0, 1))`` over the base event shape.
       name, dtype: as for ``keras.Model``; every layer must have the flow's dtype.
     """
+
+    objective = "the negative log-likelihood (use nfzoo.vi.ReverseKL for other objectives)"
 
     def __init__(
         self,
@@ -215,17 +213,13 @@ class Flow(keras.Model):
         self,
         optimizer: Any = "adam",
         learning_rate: float | None = None,
-        jit_compile: bool | str = True,
         bits_per_dim: bool = False,
-        loss: Any = None,
         global_clipnorm: float | None = DEFAULT_GLOBAL_CLIPNORM,
-        steps_per_execution: int | None = None,
         **kwargs,
     ):
-        """Like ``keras.Model.compile``, with defaults for flows: Adam with gradients clipped
-        by global norm, ``jit_compile=True``, 10 steps per call of the compiled function
-        (``steps_per_execution=None``: ``nfzoo.ops.resolve_steps_per_execution``), and the
-        negative log-likelihood as the loss (``loss`` must be left None).
+        """``TrainableModel.compile`` (Adam, ``jit_compile=True``, 10 steps per call of the
+        compiled function, no loss: the loss is the negative log-likelihood), with gradients
+        clipped by global norm by default.
 
         Args:
           learning_rate: sets Adam's learning rate when ``optimizer`` is "adam".
@@ -234,19 +228,8 @@ class Flow(keras.Model):
             most this global norm (None: no clipping). An optimizer instance keeps its own
             settings. See ``DEFAULT_GLOBAL_CLIPNORM`` for why flows clip by default.
         """
-        if loss is not None:
-            raise ValueError(
-                "Flow trains by negative log-likelihood and takes no loss; received "
-                f"loss={loss!r}. Use nfzoo's reverse-KL training for other objectives."
-            )
-        optimizer = resolve_optimizer(optimizer, learning_rate, global_clipnorm)
         self._bits_per_dim_enabled = bool(bits_per_dim)
-        super().compile(
-            optimizer=optimizer,
-            jit_compile=jit_compile,
-            steps_per_execution=resolve_steps_per_execution(steps_per_execution),
-            **kwargs,
-        )
+        super().compile(optimizer, learning_rate, global_clipnorm=global_clipnorm, **kwargs)
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -290,11 +273,8 @@ class Flow(keras.Model):
     def fit(self, x=None, *args, **kwargs):
         """``keras.Model.fit`` by negative log-likelihood; compiles with the defaults if needed
         and initialises data-dependent layers from the first batch."""
-        if not self.compiled:
-            self.compile()
         if not self.is_initialized and x is not None:
             self.initialize(_first_batch(x, kwargs.get("batch_size")))
-        build_optimizer_variables(self)  # one trace of the step, not two
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a pipeline shuffles itself (Keras would warn)
         return super().fit(x, *args, **kwargs)

@@ -58,60 +58,6 @@ def householder_product(vectors: tf.Tensor) -> tf.Tensor:
     return q
 
 
-#: ``compile``'s default for flows, ReverseKL and FlowVAE: training steps run per call of
-#: the compiled function. Keras runs one by default, and for models this small the Python
-#: and executor work around each call is a large share of a step (MAF D=8, 5 x [256, 256],
-#: batch 512, one thread: 54.8 -> 63.9 steps/s going from 1 to 10 in one interleaved run).
-#: As in Keras, batch-level callbacks then run once per 10 steps; pass 1 to have every step.
-DEFAULT_STEPS_PER_EXECUTION = 10
-
-
-def resolve_steps_per_execution(steps: int | None) -> int:
-    """``steps``, or where None the default: ``DEFAULT_STEPS_PER_EXECUTION``, but 1 inside a
-    ``tf.distribute`` strategy's scope, where Keras's multi-step loop fails under
-    MirroredStrategy (TF 2.21: "You must feed a value for placeholder tensor
-    'while/body/.../Placeholder'")."""
-    if steps is not None:
-        return steps
-    return 1 if tf.distribute.has_strategy() else DEFAULT_STEPS_PER_EXECUTION
-
-
-def resolve_optimizer(optimizer, learning_rate: float | None, global_clipnorm: float | None = None):
-    """``optimizer`` as ``Model.compile`` takes it, except that "adam" with a
-    ``learning_rate`` and/or a ``global_clipnorm`` becomes an Adam at that rate (Keras's
-    default otherwise) that rescales each step's gradients to at most that global norm (the
-    flows' and ReverseKL's default optimizer; ``Flow.compile`` passes a clip norm)."""
-    if isinstance(optimizer, str) and optimizer.lower() == "adam":
-        options = {}
-        if learning_rate:
-            options["learning_rate"] = learning_rate
-        if global_clipnorm is not None:
-            if not global_clipnorm > 0:
-                raise ValueError(
-                    f"global_clipnorm must be positive or None; received {global_clipnorm!r}."
-                )
-            options["global_clipnorm"] = float(global_clipnorm)
-        if options:
-            import keras
-
-            return keras.optimizers.Adam(**options)
-    return optimizer
-
-
-def build_optimizer_variables(model) -> None:
-    """Creates ``model.optimizer``'s slot variables now, eagerly, under the model's
-    distribution strategy. Without a strategy, Keras's TensorFlow trainer defers this to the
-    first trace of the training step; creating variables there makes ``tf.function`` trace
-    the whole step a second time, which costs as much again as the first trace (measured:
-    2 traces of MAF D=64's step in the first ``fit``; ``tools/bench.py train-throughput``
-    reports the compile time). A no-op once built or before the model has weights."""
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None or optimizer.built or not model.trainable_variables:
-        return
-    with model.distribute_strategy.scope():
-        optimizer.build(model.trainable_variables)
-
-
 def fixed_seed(seed: int | None) -> int:
     """``seed``, or a fresh random one when it is None: layers fix their seed at construction
     so that their config alone reproduces their initial weights and orderings."""

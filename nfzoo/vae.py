@@ -44,13 +44,8 @@ from nfzoo.layers.autoregressive import affine_forward, affine_params
 from nfzoo.layers.residual import planar_forward
 from nfzoo.layers.sylvester import orthogonalize, sylvester_forward
 from nfzoo.nets import MADE
-from nfzoo.ops import (
-    build_optimizer_variables,
-    householder_product,
-    resolve_optimizer,
-    resolve_steps_per_execution,
-    soft_clamp,
-)
+from nfzoo.ops import householder_product, soft_clamp
+from nfzoo.trainable import TrainableModel
 
 __all__ = [
     "POSTERIORS",
@@ -369,7 +364,7 @@ def make_posterior(posterior: str, latent_dim: int, **kwargs) -> AmortizedFlow:
 
 
 @keras.saving.register_keras_serializable(package="nfzoo")
-class FlowVAE(keras.Model):
+class FlowVAE(TrainableModel):
     """VAE on binary vectors with an amortised flow posterior (see the module docstring).
 
     Encoder: ``input_dim -> hidden_units`` (relu) = h(x); mu, log sigma and the flow's
@@ -386,6 +381,8 @@ class FlowVAE(keras.Model):
       posterior_kwargs: extra arguments of the posterior class.
       seed: seed of the initialisers and of the training noise.
     """
+
+    objective = "-ELBO"
 
     def __init__(
         self,
@@ -521,34 +518,6 @@ class FlowVAE(keras.Model):
         x = data[0] if isinstance(data, tuple) else data
         self.loss_tracker.update_state(-tf.reduce_mean(self(x)))
         return {"loss": self.loss_tracker.result()}
-
-    def fit(self, *args, **kwargs):
-        """``keras.Model.fit`` (loss: -ELBO); compiles with the defaults if needed."""
-        if not self.compiled:
-            self.compile()
-        build_optimizer_variables(self)  # one trace of the step, not two
-        return super().fit(*args, **kwargs)
-
-    def compile(
-        self,
-        optimizer="adam",
-        learning_rate=None,
-        jit_compile=True,
-        steps_per_execution: int | None = None,
-        **kwargs,
-    ):
-        """Adam (``learning_rate`` sets its rate), ``jit_compile=True`` and 10 steps per call
-        of the compiled function by default; the loss is -ELBO."""
-        if kwargs.get("loss") is not None:
-            raise ValueError("FlowVAE minimises -ELBO and takes no loss.")
-        kwargs.pop("loss", None)
-        optimizer = resolve_optimizer(optimizer, learning_rate)
-        super().compile(
-            optimizer=optimizer,
-            jit_compile=jit_compile,
-            steps_per_execution=resolve_steps_per_execution(steps_per_execution),
-            **kwargs,
-        )
 
     # ---- evaluation --------------------------------------------------------------------
 

@@ -41,11 +41,7 @@ import tensorflow as tf
 
 from nfzoo import targets as targets_lib
 from nfzoo.flow import Flow
-from nfzoo.ops import (
-    build_optimizer_variables,
-    resolve_optimizer,
-    resolve_steps_per_execution,
-)
+from nfzoo.trainable import TrainableModel
 
 __all__ = [
     "Diagnostics",
@@ -157,7 +153,7 @@ def importance_stats(log_w) -> dict[str, float]:
 # ---- the Keras model -------------------------------------------------------------------
 
 
-class ReverseKL(keras.Model):
+class ReverseKL(TrainableModel):
     """Trains ``flow`` by reverse KL to ``target`` with Keras ``fit``.
 
     Each step draws z ~ N(0, I) of shape [num_samples, *flow.base_event_shape] (fresh noise
@@ -182,6 +178,8 @@ class ReverseKL(keras.Model):
       initial_beta: beta at step 0 when annealing.
       seed: seed of the noise stream (None: from Keras' global seed).
     """
+
+    objective = "-ELBO"
 
     def __init__(
         self,
@@ -262,28 +260,6 @@ class ReverseKL(keras.Model):
         _, log_q, log_p = self.draw()
         return self._update_metrics(log_q, log_p)
 
-    def compile(
-        self,
-        optimizer: Any = "adam",
-        learning_rate: float | None = None,
-        jit_compile: bool | str = True,
-        loss: Any = None,
-        steps_per_execution: int | None = None,
-        **kwargs,
-    ):
-        """Adam (``learning_rate`` sets its rate), ``jit_compile=True`` and 10 steps per call
-        of the compiled function by default; the loss is -ELBO and ``loss`` must be left
-        None."""
-        if loss is not None:
-            raise ValueError(f"ReverseKL minimises -ELBO and takes no loss; received {loss!r}.")
-        optimizer = resolve_optimizer(optimizer, learning_rate)
-        super().compile(
-            optimizer=optimizer,
-            jit_compile=jit_compile,
-            steps_per_execution=resolve_steps_per_execution(steps_per_execution),
-            **kwargs,
-        )
-
     def _no_data(self, method, x, y):
         if x is not None or y is not None:
             raise ValueError(
@@ -302,7 +278,6 @@ class ReverseKL(keras.Model):
             if kwargs.get(bad) is not None:
                 raise ValueError(f"ReverseKL.fit takes no {bad} (it draws num_samples a step).")
             kwargs.pop(bad, None)
-        build_optimizer_variables(self)  # one trace of the step, not two
         return super().fit(
             _dummy_dataset(),
             epochs=epochs,
