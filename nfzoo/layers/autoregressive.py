@@ -37,7 +37,7 @@ def affine_params(made_output: tf.Tensor, log_scale_clamp: float | None):
 
 def affine_forward(z: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor):
     """x = z * exp(s) + m and log|det dx/dz| = sum_i s_i: the affine law of MAF and IAF, shared
-    with ``nfzoo.vae.AmortizedIAF`` (whose MADE also reads the encoder's context h(x))."""
+    with ``nfzoo.amortized.AmortizedIAF`` (whose MADE also reads the encoder's context h(x))."""
     return z * tf.exp(log_scale) + shift, tf.reduce_sum(log_scale, axis=-1)
 
 

@@ -50,7 +50,7 @@ def planar_forward(z: tf.Tensor, u: tf.Tensor, w: tf.Tensor, b: tf.Tensor):
     """x = z + u' tanh(w^T z + b) and log|det dx/dz| = log(1 + tanh'(w^T z + b) w^T u').
 
     The one implementation of the planar map, shared by ``Planar`` (its weights: u, w [D],
-    b scalar) and ``nfzoo.vae.AmortizedPlanar`` (per-example u, w [B, D], b [B]). ``z`` is
+    b scalar) and ``nfzoo.amortized.AmortizedPlanar`` (per-example u, w [B, D], b [B]). ``z`` is
     [..., D] and broadcasts against the parameters' leading axes (e.g. [k, B, D] samples)."""
     u = planar_constrained_u(u, w)
     h = tf.tanh(tf.reduce_sum(z * w, axis=-1) + b)

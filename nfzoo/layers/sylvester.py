@@ -38,7 +38,7 @@ def orthogonalize(q_raw: tf.Tensor) -> tf.Tensor:
 
     Iterates Q <- Q (I + (I - Q^T Q) / 2) (Kovarik / Bjorck) until max|Q^T Q - I| is at
     rounding level over every matrix of the batch. Shared by ``SylvesterOrthogonal`` (one
-    matrix) and ``nfzoo.vae.AmortizedSylvesterOrthogonal`` (one per example)."""
+    matrix) and ``nfzoo.amortized.AmortizedSylvesterOrthogonal`` (one per example)."""
     m = q_raw.shape[-1]
     eye = tf.eye(m, dtype=q_raw.dtype)
     # Dividing by the Frobenius norm puts every singular value in (0, 1], inside the
