@@ -26,7 +26,7 @@ import tensorflow as tf
 from nfzoo.layers.autoregressive import affine_forward, affine_params
 from nfzoo.layers.residual import planar_forward
 from nfzoo.layers.sylvester import orthogonalize, sylvester_forward
-from nfzoo.nets import MADE
+from nfzoo.nets import MADE, Dense
 from nfzoo.ops import householder_product
 
 __all__ = [
@@ -50,7 +50,7 @@ def _head(units: int, name: str, dtype, scale: float, bias_scale: float = 0.0, s
         if bias_scale
         else keras.initializers.Zeros()
     )
-    return keras.layers.Dense(
+    return Dense(
         units,
         kernel_initializer=keras.initializers.RandomNormal(0.0, scale, seed=seed),
         bias_initializer=bias,

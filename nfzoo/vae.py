@@ -45,6 +45,7 @@ from nfzoo.amortized import (
     NoFlow,
     make_posterior,
 )
+from nfzoo.nets import Dense
 from nfzoo.ops import soft_clamp
 from nfzoo.trainable import TrainableModel
 
@@ -113,24 +114,20 @@ class FlowVAE(TrainableModel):
 
         glorot = keras.initializers.GlorotUniform
         self.encoder_layers = [
-            keras.layers.Dense(
-                u, "relu", kernel_initializer=glorot(seed_of(i)), dtype=dt, name=f"enc_{i}"
-            )
+            Dense(u, "relu", kernel_initializer=glorot(seed_of(i)), dtype=dt, name=f"enc_{i}")
             for i, u in enumerate(self.hidden_units)
         ]
-        self.mu_layer = keras.layers.Dense(
+        self.mu_layer = Dense(
             latent_dim, kernel_initializer=glorot(seed_of(10)), dtype=dt, name="mu"
         )
-        self.log_sigma_layer = keras.layers.Dense(
+        self.log_sigma_layer = Dense(
             latent_dim, kernel_initializer=glorot(seed_of(11)), dtype=dt, name="log_sigma"
         )
         self.decoder_layers = [
-            keras.layers.Dense(
-                u, "relu", kernel_initializer=glorot(seed_of(20 + i)), dtype=dt, name=f"dec_{i}"
-            )
+            Dense(u, "relu", kernel_initializer=glorot(seed_of(20 + i)), dtype=dt, name=f"dec_{i}")
             for i, u in enumerate(reversed(self.hidden_units))
         ]
-        self.logits_layer = keras.layers.Dense(
+        self.logits_layer = Dense(
             input_dim, kernel_initializer=glorot(seed_of(30)), dtype=dt, name="logits"
         )
         self.flow = make_posterior(

@@ -4,6 +4,7 @@ interleaved measurements taken in one run (these machines are shared and noisy).
     .venv/bin/python tools/bench.py export-latency [--flows maf-moons realnvp-moons] [--repeats 7]
     .venv/bin/python tools/bench.py train-throughput [--dims 8 64] [--steps 20] [--repeats 5]
     .venv/bin/python tools/bench.py matmul-limit [--dims 8 64] [--steps 20] [--repeats 5]
+    .venv/bin/python tools/bench.py dot-orientation [--dims 8 64] [--calls 20] [--repeats 7]
     .venv/bin/python tools/bench.py density-throughput [--dims 8 64] [--repeats 5]
     .venv/bin/python tools/bench.py density-quality [--steps 500] [--seeds 0 1 2]
     .venv/bin/python tools/bench.py glow-throughput [--steps 20] [--repeats 5] [--threads 1]
@@ -51,6 +52,12 @@ matmul-limit: the float32 matmul rate (FLOP/s) TensorFlow reaches on exactly the
 of one training step of the train-throughput models (nfzoo's kernel shapes at batch 512: per
 kernel the forward product and the two backward products, see ``_MatmulRunner``), compiled
 with XLA and as a TF graph; the limit is the faster of the two.
+
+dot-orientation: under XLA, the time of one kernel gradient dW = X^T dY (X [512, n_in]) of a
+dense product Y = X W, for every kernel shape of the train-throughput models, computed by
+XLA's own gradient of ``tf.matmul`` and by ``nfzoo.ops.matmul``'s (which computes (dY^T X)^T
+where n_in > n_out); 20 gradients per compiled call, each followed by a tiny update of X and W
+so that none is dead code or loop-invariant.
 
 density-throughput: ``log_prob`` throughput (points/s at batch 10,000) and sampling throughput
 (one call drawing 10,000 samples) of the same MAF and RealNVP models, untrained, in nfzoo
@@ -627,6 +634,89 @@ def limit_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ---- dot-orientation --------------------------------------------------------------------
+
+DOT_SYSTEMS = ("tf.matmul", "nfzoo.ops.matmul")
+GRADIENTS_PER_CALL = 20
+
+
+class _KernelGradientRunner:
+    """``GRADIENTS_PER_CALL`` kernel gradients of Y = X W under XLA per call (see the module
+    docstring), with ``product`` = ``tf.matmul`` or ``nfzoo.ops.matmul``."""
+
+    def __init__(self, n_in: int, n_out: int, product: Callable, batch: int = TRAIN_BATCH):
+        import tensorflow as tf
+
+        rng = np.random.RandomState(0)
+        self.x = tf.Variable(rng.randn(batch, n_in).astype(np.float32))
+        self.w = tf.Variable((rng.randn(n_in, n_out) / np.sqrt(n_in)).astype(np.float32))
+        dy = tf.constant(rng.randn(batch, n_out).astype(np.float32))
+
+        @tf.function(jit_compile=True)
+        def call():
+            for _ in range(GRADIENTS_PER_CALL):
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_sum(product(self.x, self.w) * dy)
+                self.w.assign_sub(1e-9 * tape.gradient(loss, self.w))
+                self.x.assign_add(1e-9 * self.w[:1, :1] * tf.ones_like(self.x))
+            return self.w[0, 0]
+
+        self.call = call
+
+    def block(self, calls: int) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            out = self.call()
+        out.numpy()
+        return time.perf_counter() - start
+
+
+def dot_orientation(archs: list[str], dims: list[int], calls: int, repeats: int) -> list[dict]:
+    import tensorflow as tf
+
+    from nfzoo.ops import matmul
+
+    products = {"tf.matmul": tf.matmul, "nfzoo.ops.matmul": matmul}
+    shapes = sorted(
+        {k for dim in dims for arch in archs for k in _nfzoo_kernels(_nfzoo_flow(arch, dim))}
+    )
+    rows = []
+    for n_in, n_out in shapes:
+        makers = {
+            name: functools.partial(_KernelGradientRunner, n_in, n_out, products[name])
+            for name in DOT_SYSTEMS
+        }
+        results = interleaved(makers, calls, repeats, f"[{n_in}, {n_out}]")
+        for name in DOT_SYSTEMS:
+            row = {"kernel": [n_in, n_out], "system": name, "calls_per_block": calls}
+            if "error" in results[name]:
+                row["error"] = results[name]["error"]
+            else:
+                row.update(rate_stats(calls * GRADIENTS_PER_CALL, results[name], "grads_per_s"))
+            rows.append(row)
+        print(f"[{n_in}, {n_out}]: " + ", ".join(_cell(r, "grads_per_s") for r in rows[-2:]))
+    return rows
+
+
+def dot_table(rows: list[dict]) -> str:
+    lines = [
+        "| kernel [n_in, n_out] | "
+        + " | ".join(f"{s}, ms per gradient" for s in DOT_SYSTEMS)
+        + " | speed-up |",
+        "|---|" + "---|" * (len(DOT_SYSTEMS) + 1),
+    ]
+    for kernel in sorted({tuple(r["kernel"]) for r in rows}):
+        by = {r["system"]: r for r in rows if tuple(r["kernel"]) == kernel}
+        ms = [
+            1e3 / by[s]["median_grads_per_s"] if "median_grads_per_s" in by[s] else None
+            for s in DOT_SYSTEMS
+        ]
+        cells = [f"{m:.3f}" if m else "error" for m in ms]
+        speedup = f"{ms[0] / ms[1]:.2f}x" if all(ms) else "-"
+        lines.append(f"| {list(kernel)} | " + " | ".join(cells) + f" | {speedup} |")
+    return "\n".join(lines)
+
+
 # ---- peak-memory ------------------------------------------------------------------------
 
 
@@ -1153,6 +1243,11 @@ def main() -> int:
     p.add_argument("--dims", nargs="+", type=int, default=[8, 64])
     p.add_argument("--steps", type=int, default=20, help="steps' matmuls per timed block")
     p.add_argument("--repeats", type=int, default=5)
+    p = sub.add_parser("dot-orientation", help="XLA kernel-gradient time by orientation")
+    p.add_argument("--archs", nargs="+", default=arch_choices, choices=arch_choices)
+    p.add_argument("--dims", nargs="+", type=int, default=[8, 64])
+    p.add_argument("--calls", type=int, default=20, help="compiled calls per timed block")
+    p.add_argument("--repeats", type=int, default=7)
     p = sub.add_parser("density-throughput", help="log_prob and sample points/s")
     p.add_argument("--archs", nargs="+", default=arch_choices, choices=arch_choices)
     p.add_argument("--dims", nargs="+", type=int, default=[8, 64])
@@ -1234,6 +1329,15 @@ def main() -> int:
             f"): median (min-max) of {args.repeats} repeats of {args.steps} steps"
         )
         _write(args.out, "matmul_limit", meta, limit_table(rows), title)
+    elif args.bench == "dot-orientation":
+        rows = dot_orientation(args.archs, args.dims, args.calls, args.repeats)
+        meta.update(batch=TRAIN_BATCH, gradients_per_call=GRADIENTS_PER_CALL, rows=rows)
+        title = (
+            f"XLA, ms per kernel gradient of a dense product (batch {TRAIN_BATCH}): from the "
+            f"median of {args.repeats} repeats of {args.calls} calls x {GRADIENTS_PER_CALL}; "
+            f"threads {meta['threads']}"
+        )
+        _write(args.out, "dot_orientation", meta, dot_table(rows), title)
     elif args.bench == "density-throughput":
         rows = density_throughput(
             args.archs, args.dims, args.calls, args.repeats, args.n, args.systems
