@@ -164,9 +164,11 @@ def interleaved(
 def rate_stats(work: float, result: dict, unit: str) -> dict:
     """Median, min and max of ``work / seconds`` over the repeats of one ``interleaved``
     result, and the first-block overhead ``compile_s`` = first block - work / median rate."""
-    rates = sorted(work / t for t in result["times_s"])
+    in_order = [work / t for t in result["times_s"]]
+    rates = sorted(in_order)
     med = statistics.median(rates)
     return {
+        f"{unit}_by_round": in_order,
         f"median_{unit}": med,
         f"min_{unit}": rates[0],
         f"max_{unit}": rates[-1],
@@ -190,13 +192,22 @@ def _cell(row: dict, unit: str, scale: float = 1.0, fmt: str = ".1f") -> str:
 
 
 def _ratio_cell(by: dict[str, dict], systems: list[str], unit: str) -> str:
-    """nfzoo's median over the fastest peer's (peers: systems not named nfzoo*)."""
+    """nfzoo's median over the fastest peer's (peers: systems not named nfzoo*), then the
+    median (min-max) of the same ratio taken round by round: both systems ran one block in
+    every round of ``interleaved``, seconds apart, so the per-round ratio is the one
+    least moved by the machine's load drifting during the run."""
     peers = [s for s in systems if not s.startswith("nfzoo") and "error" not in by[s]]
     if "nfzoo" not in by or "error" in by["nfzoo"] or not peers:
         return "-"
     best = max(peers, key=lambda s: by[s][f"median_{unit}"])
     ratio = by["nfzoo"][f"median_{unit}"] / by[best][f"median_{unit}"]
-    return f"{ratio:.2f} (vs {NAMES[best]})"
+    rounds = sorted(
+        a / b for a, b in zip(by["nfzoo"][f"{unit}_by_round"], by[best][f"{unit}_by_round"])
+    )
+    return (
+        f"{ratio:.2f} (vs {NAMES[best]}; by round {statistics.median(rounds):.2f}, "
+        f"{rounds[0]:.2f}-{rounds[-1]:.2f})"
+    )
 
 
 NAMES = {
