@@ -72,6 +72,13 @@ def fixed_seed(seed: int | None) -> int:
     return int(seed)
 
 
+#: ``matmul`` computes the kernel gradient as (dY^T X)^T when n_in >= SWAP_RATIO x n_out.
+#: Measured under XLA on CPU (``tools/bench.py dot-orientation``, ratio of X^T dY's time to
+#: (dY^T X)^T's, one thread / two): [256, 16] 2.9-3.3x / 2.0x; [256, 64] 1.4-1.6x / 1.0x;
+#: [256, 128] 1.1-1.2x / 0.85-0.89x, so kernels only twice as tall keep X^T dY.
+SWAP_RATIO = 4
+
+
 def in_xla_context() -> bool:
     """Whether the graph being traced is compiled by XLA (``tf.function(jit_compile=True)``,
     Keras's ``jit_compile=True``, or a function called from one). False when eager."""
@@ -85,11 +92,13 @@ def matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
 
     The same product as ``tf.matmul``; only its gradient under XLA differs, and only in how it
     is computed. The kernel's gradient is a product over the batch, X^T dY [n_in, n_out].
-    XLA's CPU dot runs it several times slower when n_in > n_out than the transposed product
-    (dY^T X)^T, and at the same speed otherwise (``tools/bench.py dot-orientation``: X^T dY
-    at [256, 16] 0.22 ms, (dY^T X)^T 0.04 ms). XLA folds a plain transpose back into the dot,
-    so the transposed product is kept apart by an optimisation barrier. Outside XLA (eager,
-    plain graphs, exported graphs) and for inputs of rank other than 2 this is ``tf.matmul``."""
+    For a kernel with far more rows than columns (n_in >= ``SWAP_RATIO`` x n_out: a network's
+    output layer) XLA's CPU dot runs it 2-3.7x slower than the transposed product (dY^T X)^T
+    (``tools/bench.py dot-orientation``, batch 512, [256, 8] and [256, 16], one thread or
+    two), so that is what is computed there. XLA folds a plain transpose back into the dot, so
+    the transposed product is kept apart by an optimisation barrier. Outside XLA (eager,
+    plain graphs, exported graphs) and for inputs of rank other than 2 this is ``tf.matmul``.
+    The rule was measured on CPU; ``tools/gpu_check.sh`` measures it on a GPU."""
     if not in_xla_context():
         return tf.matmul(x, kernel)
     x, kernel = tf.convert_to_tensor(x), tf.convert_to_tensor(kernel)
@@ -103,7 +112,7 @@ def _xla_dense_matmul(x, kernel):
     def grad(dy):
         dx = tf.matmul(dy, kernel, transpose_b=True)
         n_in, n_out = kernel.shape
-        if n_in is not None and n_out is not None and n_in > n_out:
+        if n_in is not None and n_out is not None and n_in >= SWAP_RATIO * n_out:
             # the barrier keeps XLA from folding the transpose into the dot's layout
             (dk_t,) = xla_optimization_barrier([tf.matmul(dy, x, transpose_a=True)])
             dk = tf.transpose(dk_t)

@@ -23,7 +23,7 @@ def _grads(product, x, w, jit):
     return [t.numpy() for t in fn(x, w)]
 
 
-@pytest.mark.parametrize("shape", [(256, 16), (8, 256), (32, 32), (5, 3)])
+@pytest.mark.parametrize("shape", [(256, 16), (8, 256), (32, 32), (12, 3), (256, 128)])
 @pytest.mark.parametrize("jit", [True, False])
 def test_matmul_and_its_gradients_equal_tf_matmul(shape, jit):
     rng = np.random.RandomState(0)
@@ -49,8 +49,10 @@ def _xla_ops(n_in, n_out, batch_shape=(64,)):
 
 
 def test_the_transposed_kernel_gradient_is_used_only_where_it_is_faster():
-    assert "XlaOptimizationBarrier" in _xla_ops(256, 16)  # n_in > n_out: (dY^T X)^T
-    assert "XlaOptimizationBarrier" not in _xla_ops(16, 256)  # X^T dY
+    assert "XlaOptimizationBarrier" in _xla_ops(256, 16)  # n_in >= 4 n_out: (dY^T X)^T
+    assert "XlaOptimizationBarrier" in _xla_ops(256, 64)
+    assert "XlaOptimizationBarrier" not in _xla_ops(256, 128)  # X^T dY
+    assert "XlaOptimizationBarrier" not in _xla_ops(16, 256)
     assert "XlaOptimizationBarrier" not in _xla_ops(256, 16, (4, 64))  # rank 3: tf.matmul
 
 

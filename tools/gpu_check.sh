@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # GPU check: training steps/s of nfzoo MAF (D=64, 5 layers, hidden [256, 256], batch 512, Adam)
-# with XLA (Flow.compile's default jit_compile=True) and without (jit_compile=False), by
-# tools/bench.py train-throughput (Keras fit timed per epoch by a callback; median (min-max) of
-# interleaved repeats; also the TF float32 matmul rate on the same shapes). On GPUs with TF32
-# (Ampere and later) TensorFlow runs float32 matmuls in TF32 by default.
+# and of Glow on 8x8 digits (batch 64), each with XLA (Flow.compile's default jit_compile=True)
+# and without (jit_compile=False), by tools/bench.py train-throughput and glow-throughput (Keras
+# fit timed per epoch by a callback; median (min-max) of interleaved repeats; also the TF
+# float32 matmul rate on MAF's shapes); then bench.py dot-orientation, which times the kernel
+# gradient of nfzoo.ops.matmul against XLA's own (its orientation rule was measured on CPU).
+# On GPUs with TF32 (Ampere and later) TensorFlow runs float32 matmuls in TF32 by default.
 #
 #   tools/gpu_check.sh                      # on a GPU machine
 #   NFZOO_ALLOW_CPU=1 tools/gpu_check.sh    # anywhere, tiny step counts, to check the script
@@ -67,3 +69,8 @@ PY
 echo "gpu_check: nfzoo MAF D=64, ${repeats} repeats of ${steps} steps (XLA and graph), -> $out"
 "$python" tools/bench.py train-throughput --archs maf --dims 64 --systems nfzoo nfzoo-graph \
     --steps "$steps" --repeats "$repeats" --no-memory --out "$out"
+echo "gpu_check: nfzoo Glow 8x8, ${repeats} repeats of ${steps} steps (XLA and graph), -> $out"
+"$python" tools/bench.py glow-throughput --systems nfzoo nfzoo-graph \
+    --steps "$steps" --repeats "$repeats" --out "$out"
+echo "gpu_check: kernel-gradient orientation under XLA, -> $out"
+"$python" tools/bench.py dot-orientation --archs maf --dims 64 --repeats "$repeats" --out "$out"
