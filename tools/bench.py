@@ -651,35 +651,26 @@ DOT_SYSTEMS = ("tf.matmul", "nfzoo.ops.matmul")
 GRADIENTS_PER_CALL = 20
 
 
-class _KernelGradientRunner:
+def _kernel_gradient_runner(n_in: int, n_out: int, product: Callable, batch: int = TRAIN_BATCH):
     """``GRADIENTS_PER_CALL`` kernel gradients of Y = X W under XLA per call (see the module
     docstring), with ``product`` = ``tf.matmul`` or ``nfzoo.ops.matmul``."""
+    import tensorflow as tf
 
-    def __init__(self, n_in: int, n_out: int, product: Callable, batch: int = TRAIN_BATCH):
-        import tensorflow as tf
+    rng = np.random.RandomState(0)
+    x = tf.Variable(rng.randn(batch, n_in).astype(np.float32))
+    w = tf.Variable((rng.randn(n_in, n_out) / np.sqrt(n_in)).astype(np.float32))
+    dy = tf.constant(rng.randn(batch, n_out).astype(np.float32))
 
-        rng = np.random.RandomState(0)
-        self.x = tf.Variable(rng.randn(batch, n_in).astype(np.float32))
-        self.w = tf.Variable((rng.randn(n_in, n_out) / np.sqrt(n_in)).astype(np.float32))
-        dy = tf.constant(rng.randn(batch, n_out).astype(np.float32))
+    @tf.function(jit_compile=True)
+    def call():
+        for _ in range(GRADIENTS_PER_CALL):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(product(x, w) * dy)
+            w.assign_sub(1e-9 * tape.gradient(loss, w))
+            x.assign_add(1e-9 * w[:1, :1] * tf.ones_like(x))
+        return w[0, 0]
 
-        @tf.function(jit_compile=True)
-        def call():
-            for _ in range(GRADIENTS_PER_CALL):
-                with tf.GradientTape() as tape:
-                    loss = tf.reduce_sum(product(self.x, self.w) * dy)
-                self.w.assign_sub(1e-9 * tape.gradient(loss, self.w))
-                self.x.assign_add(1e-9 * self.w[:1, :1] * tf.ones_like(self.x))
-            return self.w[0, 0]
-
-        self.call = call
-
-    def block(self, calls: int) -> float:
-        start = time.perf_counter()
-        for _ in range(calls):
-            out = self.call()
-        out.numpy()
-        return time.perf_counter() - start
+    return _CallRunner(call)
 
 
 def dot_orientation(archs: list[str], dims: list[int], calls: int, repeats: int) -> list[dict]:
@@ -694,7 +685,7 @@ def dot_orientation(archs: list[str], dims: list[int], calls: int, repeats: int)
     rows = []
     for n_in, n_out in shapes:
         makers = {
-            name: functools.partial(_KernelGradientRunner, n_in, n_out, products[name])
+            name: functools.partial(_kernel_gradient_runner, n_in, n_out, products[name])
             for name in DOT_SYSTEMS
         }
         results = interleaved(makers, calls, repeats, f"[{n_in}, {n_out}]")
