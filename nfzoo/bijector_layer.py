@@ -16,6 +16,17 @@ A subclass implements
   NotImplementedError that names the layer and the reason given in ``inverse_unavailable``;
 * ``get_config``.
 
+Both passes receive inputs with exactly one batch axis, [N, *event]: the public methods fold
+every batch shape (none, for a single event, as TFP allows; or several) into one axis and
+unfold the results, so conditioner networks always see matrices.
+
+Conditioning. A layer that reads a context vector c (conditional density estimation,
+q(x | c)) is built with ``context_dim=C``; its two passes then take ``context`` [N, C] as a
+keyword argument. Its public methods take ``context=`` (TFP routes it as a bijector keyword
+argument), broadcast the batch shapes of the input and the context (TFP batch semantics: x
+[B, D] with c [B, C], or one context [C] for every x), and refuse a missing context, or a
+context given to a layer without ``context_dim``, with a ValueError.
+
 TFP's ``_forward``, ``_inverse``, ``_forward_log_det_jacobian`` and
 ``_inverse_log_det_jacobian`` are derived from those two methods here, once. A subclass may
 still override them where one half is cheaper on its own.
@@ -54,7 +65,7 @@ import tensorflow_probability as tfp
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["BijectorLayer", "register_layer", "registered_layers"]
+__all__ = ["BijectorLayer", "context_size", "register_layer", "registered_layers"]
 
 _LAYER_REGISTRY: dict[str, type[BijectorLayer]] = {}
 
@@ -119,12 +130,17 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
 
     #: rank of one event on the forward-input side
     event_ndims: int = 1
-    #: whether log|det J| does not depend on the input (linear layers, permutations)
+    #: whether the Jacobian itself does not depend on the input, i.e. the map is affine
+    #: (linear layers, permutations, ActNorm). TFP reads it as "affine" (``mean()`` becomes
+    #: forward(base mean)), so a constant log-det alone (additive couplings) is not enough.
     constant_jacobian: bool = False
     #: why ``inverse`` is unavailable, for layers without an inverse (None: it exists)
     inverse_unavailable: str | None = None
     #: whether the layer initialises itself from the first batch of data (ActNorm)
     needs_data_init: bool = False
+    #: size C of the context vector the layer reads (None: an unconditional layer); set by
+    #: the constructors of conditional layers
+    context_dim: int | None = None
 
     _cache = _NoCache()
 
@@ -212,8 +228,8 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
     def _build_event(self, event_shape: tuple[int, ...]) -> None:
         """Creates the layer's weights for events of ``event_shape``. Default: none."""
 
-    def call(self, inputs):
-        return self.forward(inputs)
+    def call(self, inputs, context=None):
+        return self.forward(inputs, context=context)
 
     def compute_output_shape(self, input_shape):
         shape = tuple(input_shape)
@@ -266,27 +282,51 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
 
     # ---- TFP role: public methods check their input once, then defer to TFP ----------
 
-    def forward(self, x, name: str = "forward", **kwargs):
-        return super().forward(self._prepare(x, inverse=False), name=name, **kwargs)
-
-    def inverse(self, y, name: str = "inverse", **kwargs):
-        return super().inverse(self._prepare(y, inverse=True), name=name, **kwargs)
-
-    def forward_log_det_jacobian(self, x, event_ndims=None, name="forward_log_det_jacobian", **kw):
+    def forward(self, x, name: str = "forward", context=None, **kwargs):
         x = self._prepare(x, inverse=False)
+        return super().forward(x, name=name, **self._context_kwargs(context), **kwargs)
+
+    def inverse(self, y, name: str = "inverse", context=None, **kwargs):
+        y = self._prepare(y, inverse=True)
+        return super().inverse(y, name=name, **self._context_kwargs(context), **kwargs)
+
+    def forward_log_det_jacobian(
+        self, x, event_ndims=None, name="forward_log_det_jacobian", context=None, **kw
+    ):
+        x = self._prepare(x, inverse=False)
+        kw.update(self._context_kwargs(context))
         return super().forward_log_det_jacobian(x, event_ndims=event_ndims, name=name, **kw)
 
-    def inverse_log_det_jacobian(self, y, event_ndims=None, name="inverse_log_det_jacobian", **kw):
+    def inverse_log_det_jacobian(
+        self, y, event_ndims=None, name="inverse_log_det_jacobian", context=None, **kw
+    ):
         y = self._prepare(y, inverse=True)
+        kw.update(self._context_kwargs(context))
         return super().inverse_log_det_jacobian(y, event_ndims=event_ndims, name=name, **kw)
 
-    def forward_and_log_det(self, z) -> tuple[tf.Tensor, tf.Tensor]:
+    def forward_and_log_det(self, z, context=None) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(x, log|det dx/dz|)`` in one pass; the log-det has the batch shape."""
-        return self._forward_and_log_det(self._prepare(z, inverse=False))
+        z = self._prepare(z, inverse=False)
+        return self._batched_pass(z, self._context_kwargs(context).get("context"), False)
 
-    def inverse_and_log_det(self, x) -> tuple[tf.Tensor, tf.Tensor]:
+    def inverse_and_log_det(self, x, context=None) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(z, log|det dz/dx|)`` in one pass; the log-det has the batch shape."""
-        return self._inverse_and_log_det(self._prepare(x, inverse=True))
+        x = self._prepare(x, inverse=True)
+        return self._batched_pass(x, self._context_kwargs(context).get("context"), True)
+
+    @property
+    def is_conditional(self) -> bool:
+        """Whether the layer reads a context (built with ``context_dim``)."""
+        return self.context_dim is not None
+
+    def folded_pass(self, u, context=None, inverse: bool = False):
+        """One pass on folded inputs ([N, *event], context [N, C] or None): the internal
+        entry point of chains (``nfzoo.chain``), which fold the batch once for all layers.
+        An unconditional layer ignores ``context``."""
+        fn = self._inverse_and_log_det if inverse else self._forward_and_log_det
+        if self.is_conditional:
+            return fn(u, context=context)
+        return fn(u)
 
     @property
     def has_inverse(self) -> bool:
@@ -304,17 +344,30 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
             "direction (Flow.generate_and_log_prob) for sampling with densities."
         )
 
-    def _forward(self, x):
-        return self._forward_and_log_det(x)[0]
+    def _batched_pass(self, u, context, inverse: bool):
+        """``folded_pass`` on inputs of any batch shape: folds the (broadcast) batch axes of ``u``
+        and ``context`` into one, runs the pass and unfolds its outputs."""
+        folded, context, batch_shape = fold_batch(u, self.event_ndims, context)
+        out, log_det = self.folded_pass(folded, context, inverse)
+        return unfold_batch(out, batch_shape, self.event_ndims), unfold_batch(log_det, batch_shape)
 
-    def _inverse(self, y):
-        return self._inverse_and_log_det(y)[0]
+    def _forward(self, x, context=None):
+        return self._batched_pass(x, context, inverse=False)[0]
 
-    def _forward_log_det_jacobian(self, x):
-        return self._forward_and_log_det(x)[1]
+    def _inverse(self, y, context=None):
+        return self._batched_pass(y, context, inverse=True)[0]
 
-    def _inverse_log_det_jacobian(self, y):
-        return self._inverse_and_log_det(y)[1]
+    def _forward_log_det_jacobian(self, x, context=None):
+        return self._batched_pass(x, context, inverse=False)[1]
+
+    def _inverse_log_det_jacobian(self, y, context=None):
+        return self._batched_pass(y, context, inverse=True)[1]
+
+    def _context_kwargs(self, context) -> dict:
+        """``{"context": tensor}`` for a conditional layer, ``{}`` otherwise; refuses a missing
+        context, an unexpected one, and a wrong context size or dtype."""
+        who = f"{type(self).__name__} ({self.name})"
+        return check_context(context, self.context_dim, self.dtype, who)
 
     # ---- input checking ---------------------------------------------------------------
 
@@ -333,6 +386,95 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
         expected = self.output_event_shape if inverse else self._event_shape_in
         check_event_shape(x, expected, who=f"{type(self).__name__} ({self.name})")
         return x
+
+
+def context_size(context_dim, who: str) -> int | None:
+    """``context_dim`` as an int >= 1, or None; a ValueError names anything else."""
+    if context_dim is None:
+        return None
+    if isinstance(context_dim, bool) or not isinstance(context_dim, int | np.integer):
+        raise ValueError(
+            f"{who}: context_dim must be a positive integer or None; received {context_dim!r}."
+        )
+    if context_dim < 1:
+        raise ValueError(f"{who}: context_dim must be >= 1; received {context_dim}.")
+    return int(context_dim)
+
+
+def check_context(context, context_dim: int | None, dtype: tf.DType, who: str) -> dict:
+    """``{"context": tensor of dtype}`` when ``context_dim`` is set, ``{}`` when it is None;
+    a ValueError names what is wrong otherwise (a missing or unexpected context, a context
+    whose last axis is not ``context_dim``)."""
+    if context_dim is None:
+        if context is not None:
+            raise ValueError(
+                f"{who} is unconditional (built without context_dim) and takes no context; "
+                f"received a context of shape {list(np.shape(context))}."
+            )
+        return {}
+    if context is None:
+        raise ValueError(
+            f"{who} is conditional (context_dim={context_dim}) and needs context=, a tensor "
+            f"of shape [batch..., {context_dim}]."
+        )
+    context = as_float_tensor(context, dtype, who=f"{who} (context)")
+    if context.shape.rank == 0 or context.shape[-1] not in (None, context_dim):
+        raise ValueError(
+            f"{who} expects a context of shape [batch..., {context_dim}]; received shape "
+            f"{context.shape.as_list() if context.shape.rank is not None else 'unknown'}."
+        )
+    return {"context": context}
+
+
+def fold_batch(u: tf.Tensor, event_ndims: int, context: tf.Tensor | None = None):
+    """(u as [N, *event], context as [N, C] or None, batch shape): the batch axes of ``u`` and
+    of ``context`` are broadcast against each other (TFP batch semantics) and folded into one.
+
+    The batch shape is a tuple of ints where it is known statically, else a 1-D tensor; where
+    ``u`` already has one batch axis and no context needs broadcasting, nothing is reshaped.
+    """
+    event = u.shape[u.shape.rank - event_ndims :]
+    batch = u.shape[: u.shape.rank - event_ndims]
+    if context is not None:
+        c_batch = context.shape[:-1]
+        if batch.is_fully_defined() and c_batch.is_fully_defined():
+            try:
+                shape = tuple(np.broadcast_shapes(tuple(batch.as_list()), tuple(c_batch)))
+            except ValueError:
+                raise ValueError(
+                    f"The batch shape of the input {batch.as_list()} and of the context "
+                    f"{c_batch.as_list()} do not broadcast (input shape {u.shape.as_list()}, "
+                    f"context shape {context.shape.as_list()})."
+                ) from None
+        else:
+            shape = tf.broadcast_dynamic_shape(
+                tf.shape(u)[: tf.rank(u) - event_ndims], tf.shape(context)[:-1]
+            )
+        if not (isinstance(shape, tuple) and shape == tuple(batch) == tuple(c_batch)):
+            u = tf.broadcast_to(u, tf.concat([shape, event.as_list()], 0))
+            context = tf.broadcast_to(context, tf.concat([shape, context.shape[-1:]], 0))
+    else:
+        shape = tuple(batch.as_list()) if batch.is_fully_defined() else None
+        if shape is None:
+            shape = tf.shape(u)[: tf.rank(u) - event_ndims]
+    if len(batch) == 1 and (context is None or context.shape.rank == 2):
+        return u, context, shape  # already one batch axis
+    u = tf.reshape(u, [-1, *event.as_list()])
+    if context is not None:
+        context = tf.reshape(context, [-1, context.shape[-1]])
+    return u, context, shape
+
+
+def unfold_batch(t: tf.Tensor, batch_shape, event_ndims: int = 0) -> tf.Tensor:
+    """Undoes ``fold_batch`` on an output ``t`` of shape [N, *event] (``event_ndims`` trailing
+    axes; 0 for a log-det)."""
+    if isinstance(batch_shape, tuple):
+        if len(batch_shape) == 1 and t.shape.rank == event_ndims + 1:
+            return t
+        event = t.shape[t.shape.rank - event_ndims :].as_list()
+        return tf.reshape(t, [*batch_shape, *event])
+    event = tf.shape(t)[tf.rank(t) - event_ndims :]
+    return tf.reshape(t, tf.concat([batch_shape, event], 0))
 
 
 def as_float_tensor(x, dtype: tf.DType, who: str) -> tf.Tensor:

@@ -1,12 +1,25 @@
 """Chains of BijectorLayers in generative order: building them from the data shape, the two
-passes, and data-dependent initialisation. The one implementation, used by ``Flow`` and by
-layers that hold layers (``FactorOut``)."""
+passes, data-dependent initialisation, and the chain as one TFP bijector. The one
+implementation, used by ``Flow`` and by layers that hold layers (``FactorOut``).
+
+The passes take folded inputs ([N, *event], context [N, C] or None, see
+``BijectorLayer.folded_pass``) and hand the context to the conditional layers only."""
 
 from __future__ import annotations
 
 import tensorflow as tf
+import tensorflow_probability as tfp
 
-__all__ = ["build_chain", "chain_forward", "chain_inverse", "initialize_chain"]
+from nfzoo.bijector_layer import _NoCache
+
+__all__ = [
+    "ContextChain",
+    "build_chain",
+    "chain_context_dim",
+    "chain_forward",
+    "chain_inverse",
+    "initialize_chain",
+]
 
 
 def build_chain(layers, data_event_shape) -> tuple[int, ...]:
@@ -21,25 +34,37 @@ def build_chain(layers, data_event_shape) -> tuple[int, ...]:
     return tuple(shape.as_list())
 
 
-def chain_forward(layers, z):
+def chain_context_dim(layers, who: str) -> int | None:
+    """The context size C that the conditional layers of ``layers`` share (None when no layer
+    is conditional); a ValueError when they disagree."""
+    sizes = {layer.context_dim for layer in layers if layer.context_dim is not None}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"{who}: the conditional layers must share one context size; received "
+            f"context_dim {sorted(sizes)}."
+        )
+    return sizes.pop() if sizes else None
+
+
+def chain_forward(layers, z, context=None):
     """z -> x through ``layers`` in order; returns (x, sum of log|det dx/dz|)."""
     total = 0.0
     for layer in layers:
-        z, ldj = layer._forward_and_log_det(z)
+        z, ldj = layer.folded_pass(z, context, inverse=False)
         total = total + ldj
     return z, total
 
 
-def chain_inverse(layers, x):
+def chain_inverse(layers, x, context=None):
     """x -> z through ``layers`` in reverse order; returns (z, sum of log|det dz/dx|)."""
     total = 0.0
     for layer in reversed(layers):
-        x, ldj = layer._inverse_and_log_det(x)
+        x, ldj = layer.folded_pass(x, context, inverse=True)
         total = total + ldj
     return x, total
 
 
-def initialize_chain(layers, x) -> None:
+def initialize_chain(layers, x, context=None) -> None:
     """Initialises the data-dependent layers of ``layers`` (ActNorm) from a batch ``x`` on the
     data side, running the inverse pass from the data side up to the last such layer."""
     pending = [layer.needs_data_init for layer in layers]
@@ -49,4 +74,40 @@ def initialize_chain(layers, x) -> None:
         layer = layers[i]
         if layer.needs_data_init and not layer.is_data_initialized:
             layer.data_initialize(x)
-        x = layer._inverse_and_log_det(x)[0]
+        x = layer.folded_pass(x, context, inverse=True)[0]
+
+
+class ContextChain(tfp.bijectors.Chain):
+    """``tfb.Chain`` whose keyword argument ``context`` reaches every conditional layer.
+
+    TFP's Chain routes keyword arguments by bijector name (``bijector_kwargs={"name":
+    {...}}``); a conditional flow's layers all read the same context, so this chain takes
+    it once: ``chain.forward(z, context=c)``, and through a TransformedDistribution
+    ``dist.log_prob(x, bijector_kwargs={"context": c})``. Other keyword arguments are
+    routed by name, as in TFP. Like the layers, it keeps no cache (their weights change
+    during training)."""
+
+    _cache = _NoCache()
+
+    def _route(self, kwargs: dict):
+        context = kwargs.get("context")
+
+        def of(bijector) -> dict:
+            own = dict(kwargs.get(bijector.name, {}))
+            if context is not None and getattr(bijector, "context_dim", None) is not None:
+                own["context"] = context
+            return own
+
+        return of
+
+    def _walk_forward(self, step_fn, x, **kwargs):
+        of = self._route(kwargs)
+        for bijector in reversed(self.bijectors):
+            x = step_fn(bijector, x, **of(bijector))
+        return x
+
+    def _walk_inverse(self, step_fn, y, **kwargs):
+        of = self._route(kwargs)
+        for bijector in self.bijectors:
+            y = step_fn(bijector, y, **of(bijector))
+        return y

@@ -11,6 +11,16 @@ Layer order is generative: base noise z passes through ``layers[0]`` first and
 ``flow.bijector`` is the equivalent ``tfb.Chain(layers[::-1])`` and ``flow.distribution`` the
 ``tfd.TransformedDistribution`` of the base through it.
 
+Conditional flows, q(x | c): a flow whose layers are built with ``context_dim=C`` (e.g.
+``nfzoo.build("maf", 2, context_dim=3)``) takes ``context=`` in every method. Shapes follow
+TFP's batch semantics: the batch shapes of the data (or noise) and of the context broadcast,
+so x [B, D] with c [B, C] gives ``log_prob`` [B], one context [C] serves any batch of x, and
+``sample(n, context=c)`` with c [B, C] gives [n, B, D] (n draws for each context; [n, D]
+for one context [C]). ``flow.distribution`` takes the context through TFP's route,
+``dist.log_prob(x, bijector_kwargs={"context": c})``. ``fit`` trains on (data, context)
+pairs: ``flow.fit(x, c)``, or a ``tf.data`` pipeline of ``(x, c)`` or ``(x, c, weight)``.
+An unconditional flow is the case without context (``flow.context_dim`` is None).
+
 Training: ``flow.fit(x)`` minimises the negative log-likelihood (forward KL to the data); no
 loss argument is needed and ``compile`` defaults to Adam with ``jit_compile=True`` and gradients
 clipped to a global norm of ``DEFAULT_GLOBAL_CLIPNORM`` (a guard against the rare finite but
@@ -30,8 +40,22 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from nfzoo.bijector_layer import BijectorLayer, as_float_tensor, check_event_shape
-from nfzoo.chain import build_chain, chain_forward, chain_inverse, initialize_chain
+from nfzoo.bijector_layer import (
+    BijectorLayer,
+    as_float_tensor,
+    check_context,
+    check_event_shape,
+    fold_batch,
+    unfold_batch,
+)
+from nfzoo.chain import (
+    ContextChain,
+    build_chain,
+    chain_context_dim,
+    chain_forward,
+    chain_inverse,
+    initialize_chain,
+)
 from nfzoo.trainable import TrainableModel
 
 tfb = tfp.bijectors
@@ -99,6 +123,8 @@ class Flow(TrainableModel):
         self.data_event_shape = tuple(int(d) for d in event_shape)
         self.base = base
         self.flow_layers = layers
+        #: size C of the context of a conditional flow, q(x | c); None for q(x)
+        self.context_dim = chain_context_dim(layers, who=f"Flow {self.name!r}")
         self._bits_per_dim_enabled = False
         self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
         self.build((None, *self.data_event_shape))
@@ -126,12 +152,17 @@ class Flow(TrainableModel):
 
     @property
     def bijector(self) -> tfb.Bijector:
-        """The flow as one TFP bijector: ``tfb.Chain(layers[::-1])`` (forward: z -> x)."""
-        return tfb.Chain(list(reversed(self.flow_layers)), name=f"{self.name}_chain")
+        """The flow as one TFP bijector: ``tfb.Chain(layers[::-1])`` (forward: z -> x). A
+        conditional flow's chain takes the context once, ``forward(z, context=c)``, and
+        hands it to every conditional layer (``nfzoo.chain.ContextChain``)."""
+        return ContextChain(list(reversed(self.flow_layers)), name=f"{self.name}_chain")
 
     @property
     def distribution(self) -> tfd.Distribution:
-        """The flow as a ``tfd.TransformedDistribution`` of the base through ``bijector``."""
+        """The flow as a ``tfd.TransformedDistribution`` of the base through ``bijector``.
+        Conditional flows: ``dist.log_prob(x, bijector_kwargs={"context": c})``; for
+        ``dist.sample(shape, bijector_kwargs=...)`` the sample shape must broadcast with the
+        context's batch shape (``sample([n, B], ...)`` for c [B, C])."""
         return tfd.TransformedDistribution(self.base_distribution, self.bijector)
 
     @property
@@ -141,61 +172,109 @@ class Flow(TrainableModel):
 
     # ---- public API ------------------------------------------------------------------
 
-    def log_prob(self, x) -> tf.Tensor:
-        """log q(x) for a batch of data points ``x`` of shape [batch..., *event_shape]."""
-        return self._log_prob(self._data(x))
+    def log_prob(self, x, context=None) -> tf.Tensor:
+        """log q(x) (or log q(x | c)) for data ``x`` of shape [batch..., *event_shape]; the
+        result has the batch shape (broadcast with the context's)."""
+        return self._folded(self._log_prob, self._data(x), context, False)[0]
 
-    def encode(self, x) -> tf.Tensor:
+    def encode(self, x, context=None) -> tf.Tensor:
         """z = f(x), the normalizing direction (needs every layer's inverse)."""
-        return self._inverse_pass(self._data(x))[0]
+        return self._folded(self._inverse_pass, self._data(x), context, False)[0]
 
-    def generate(self, z) -> tf.Tensor:
+    def generate(self, z, context=None) -> tf.Tensor:
         """x = g(z), the generative direction: deterministic given the noise ``z``."""
-        return self._forward_pass(self._noise(z))[0]
+        return self._folded(self._forward_pass, self._noise(z), context, True)[0]
 
-    def generate_and_log_prob(self, z) -> tuple[tf.Tensor, tf.Tensor]:
+    def generate_and_log_prob(self, z, context=None) -> tuple[tf.Tensor, tf.Tensor]:
         """(x, log q(x)) with x = g(z), in one forward pass. Works for flows without inverse
         (planar, Sylvester): log q(x) = log p(z) - log|det dx/dz|."""
-        z = self._noise(z)
-        x, fldj = self._forward_pass(z)
-        return x, self.base_distribution.log_prob(z) - fldj
+        return self._folded(self._generate_and_log_prob, self._noise(z), context, True)
 
-    def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> tf.Tensor:
+    def sample(
+        self, n: int, seed: int | None = None, temperature: float = 1.0, *, context=None
+    ) -> tf.Tensor:
         """``n`` samples x = g(T z), z ~ p(z). An integer ``seed`` makes them reproducible.
 
         ``temperature`` T scales the base noise (Glow's reduced-temperature sampling, Kingma &
         Dhariwal 2018, section 5): T < 1 trades diversity for typical, cleaner samples; in a
-        multi-scale flow every scale's noise is scaled alike."""
+        multi-scale flow every scale's noise is scaled alike.
+
+        A conditional flow draws ``n`` samples for each context: c [B..., C] gives
+        [n, B..., *event_shape], one context [C] gives [n, *event_shape]."""
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"sample expects a non-negative integer n; received {n!r}.")
         if isinstance(temperature, bool) or not (
             isinstance(temperature, int | float | np.floating) and temperature > 0
         ):
             raise ValueError(f"sample expects a temperature > 0; received {temperature!r}.")
+        context = self._context(context)
+        shape = [int(n)]
+        if context is not None:
+            shape += context.shape[:-1].as_list()
         if seed is not None:
             seed = (int(seed), 0)  # a stateless seed: same samples on every call
-        z = self.base_distribution.sample(int(n), seed=seed)
+        z = self.base_distribution.sample(shape, seed=seed)
         if temperature != 1.0:
             z = z * tf.cast(temperature, z.dtype)
-        return self._forward_pass(z)[0]
+        return self._folded(self._forward_pass, z, context, True)[0]
 
     def call(self, inputs, training=None):
-        """Keras entry point: log q(x), so ``flow(x)`` and ``predict`` return log-densities."""
-        return self._log_prob(self._data(inputs))
+        """Keras entry point: log q(x), so ``flow(x)`` and ``predict`` return log-densities;
+        a conditional flow takes ``(x, context)``."""
+        x, context = self._split_inputs(inputs)
+        return self.log_prob(x, context=context)
 
     # ---- passes ----------------------------------------------------------------------
+    # Each pass takes folded inputs: one batch axis, context [N, C] or None.
 
-    def _log_prob(self, x):
-        z, ildj = self._inverse_pass(x)
-        return self.base_distribution.log_prob(z) + ildj
+    def _log_prob(self, x, context=None):
+        z, ildj = self._inverse_pass(x, context)
+        return self.base_distribution.log_prob(z) + ildj, None
 
-    def _inverse_pass(self, x):
+    def _generate_and_log_prob(self, z, context=None):
+        x, fldj = self._forward_pass(z, context)
+        return x, self.base_distribution.log_prob(z) - fldj
+
+    def _inverse_pass(self, x, context=None):
         """x -> z through the layers in reverse order; returns (z, sum of log|det dz/dx|)."""
-        return chain_inverse(self.flow_layers, x)
+        return chain_inverse(self.flow_layers, x, context)
 
-    def _forward_pass(self, z):
+    def _forward_pass(self, z, context=None):
         """z -> x through the layers in order; returns (x, sum of log|det dx/dz|)."""
-        return chain_forward(self.flow_layers, z)
+        return chain_forward(self.flow_layers, z, context)
+
+    def _folded(self, fn, u, context, from_base: bool):
+        """Runs ``fn(u, context) -> (a, b)`` on inputs folded to one batch axis (broadcast
+        against the context's batch axes) and unfolds both results: ``a`` is an event
+        (data side when ``from_base``, else base side) or a per-example value; ``b`` is a
+        per-example value or None."""
+        context = self._context(context)
+        in_event = self.base_event_shape if from_base else self.data_event_shape
+        u, context, batch = fold_batch(u, len(in_event), context)
+        a, b = fn(u, context)
+        a_rank = 0 if a.shape.rank == 1 else a.shape.rank - 1
+        a = unfold_batch(a, batch, a_rank)
+        return a, (None if b is None else unfold_batch(b, batch))
+
+    def _split_inputs(self, inputs):
+        """(x, context) from Keras inputs: x, or (x, context) / {"x", "context"} for a
+        conditional flow."""
+        if isinstance(inputs, dict):
+            return inputs.get("x"), inputs.get("context")
+        if isinstance(inputs, tuple | list):
+            if len(inputs) == 1:
+                return inputs[0], None
+            if len(inputs) == 2:
+                return inputs[0], inputs[1]
+            raise ValueError(
+                f"Flow {self.name!r} takes x or (x, context); received {len(inputs)} inputs."
+            )
+        return inputs, None
+
+    def _context(self, context):
+        who = f"Flow {self.name!r}"
+        dtype = tf.as_dtype(self.compute_dtype)
+        return check_context(context, self.context_dim, dtype, who).get("context")
 
     def _data(self, x):
         x = as_float_tensor(x, tf.as_dtype(self.compute_dtype), who=f"Flow {self.name!r}")
@@ -265,36 +344,94 @@ class Flow(TrainableModel):
         return metrics
 
     def train_step(self, data):
-        return _shape_logs_for_multi_worker(super().train_step(data))
+        return _shape_logs_for_multi_worker(super().train_step(self._pack(data)))
 
     def test_step(self, data):
-        return _shape_logs_for_multi_worker(super().test_step(data))
+        return _shape_logs_for_multi_worker(super().test_step(self._pack(data)))
 
-    def fit(self, x=None, *args, **kwargs):
+    def predict_step(self, data):
+        return super().predict_step(self._pack(data))
+
+    def _pack(self, data):
+        """Keras batches as this flow reads them: Keras unpacks a batch (x, c, w) as
+        (x, y, sample_weight), so for a conditional flow the "target" slot y carries the
+        context; it becomes part of the model's input ``(x, c)``."""
+        x, y, weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self.context_dim is None:
+            if y is not None:
+                raise ValueError(
+                    f"Flow {self.name!r} is unconditional: a batch is x or (x, None, weight); "
+                    "received a second element (flows have no targets, and only a flow built "
+                    "with context_dim takes a context)."
+                )
+            return data
+        if isinstance(x, tuple | list | dict):
+            return data  # already (x, context)
+        if y is None:
+            raise ValueError(
+                f"Flow {self.name!r} is conditional (context_dim={self.context_dim}): a batch "
+                "is (x, context) or (x, context, weight); received x alone. Pass "
+                "flow.fit(x, context) or a tf.data pipeline of (x, context) pairs."
+            )
+        return keras.utils.pack_x_y_sample_weight((x, y), None, weight)
+
+    def fit(self, x=None, context=None, **kwargs):
         """``keras.Model.fit`` by negative log-likelihood; compiles with the defaults if needed
-        and initialises data-dependent layers from the first batch."""
+        and initialises data-dependent layers from the first batch.
+
+        A conditional flow trains on pairs: ``fit(x, context)`` with arrays of [n, D] and
+        [n, C], or a ``tf.data`` pipeline of ``(x, context)`` / ``(x, context, weight)``.
+        ``validation_data`` takes the same forms: ``(x_val, context_val)``."""
+        x = self._keras_data(x, context, kwargs)
         if not self.is_initialized and x is not None:
-            self.initialize(_first_batch(x, kwargs.get("batch_size")))
+            self.initialize(*_first_batch(x, kwargs.get("y"), kwargs.get("batch_size")))
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a pipeline shuffles itself (Keras would warn)
-        return super().fit(x, *args, **kwargs)
+        return super().fit(x, **kwargs)
 
-    def evaluate(self, x=None, *args, **kwargs):
+    def evaluate(self, x=None, context=None, **kwargs):
         """``keras.Model.evaluate``: the NLL in nats per example (compiles with the defaults
-        if needed, so a loaded flow evaluates at once)."""
+        if needed, so a loaded flow evaluates at once); ``context`` as for ``fit``."""
+        x = self._keras_data(x, context, kwargs)
         if not self.compiled:
             self.compile()
-        return super().evaluate(x, *args, **kwargs)
+        return super().evaluate(x, **kwargs)
+
+    def predict(self, x=None, context=None, **kwargs):
+        """``keras.Model.predict``: log q(x) (or log q(x | c)) in batches."""
+        x = self._keras_data(x, context, kwargs)
+        return super().predict(x, **kwargs)
+
+    def _keras_data(self, x, context, kwargs: dict):
+        """Puts ``context`` where Keras carries it (the ``y`` slot, see ``_pack``); refuses
+        ``y``, which a flow does not have."""
+        if "y" in kwargs:
+            raise ValueError(
+                f"Flow {self.name!r} has no targets: fit, evaluate and predict take x and, for "
+                "a conditional flow, context=; received y."
+            )
+        if context is not None:
+            if self.context_dim is None:
+                self._context(context)  # raises: an unconditional flow takes no context
+            if isinstance(x, tf.data.Dataset):
+                raise ValueError(
+                    "A tf.data pipeline carries its own contexts: make it yield (x, context) "
+                    "pairs instead of passing context=."
+                )
+            kwargs["y"] = context
+        return x
 
     @property
     def is_initialized(self) -> bool:
         """Whether every layer with data-dependent initialisation has been initialised."""
         return all(layer.is_data_initialized for layer in self.flow_layers)
 
-    def initialize(self, x) -> None:
-        """Initialises data-dependent layers (ActNorm) from a batch of data ``x``, running the
-        inverse pass from the data side up to the last such layer."""
-        initialize_chain(self.flow_layers, self._data(x))
+    def initialize(self, x, context=None) -> None:
+        """Initialises data-dependent layers (ActNorm) from a batch of data ``x`` (and its
+        contexts), running the inverse pass from the data side up to the last such layer."""
+        context = self._context(context)
+        x, context, _ = fold_batch(self._data(x), len(self.data_event_shape), context)
+        initialize_chain(self.flow_layers, x, context)
 
     # ---- serialisation ----------------------------------------------------------------
 
@@ -341,11 +478,16 @@ def _shape_logs_for_multi_worker(logs):
     return {k: tf.reshape(v, [1]) for k, v in logs.items()}
 
 
-def _first_batch(x, batch_size: int | None):
-    """The first batch of ``x`` (array, tensor or tf.data.Dataset), for initialisation."""
+def _first_batch(x, context, batch_size: int | None):
+    """The first batch of ``x`` (array, tensor or tf.data.Dataset) and of its contexts, for
+    initialisation: (x, context or None)."""
     if isinstance(x, tf.data.Dataset):
         batch = next(iter(x.take(1)))
-        while isinstance(batch, tuple | list):
-            batch = batch[0]
-        return batch
-    return x[: max(batch_size or 0, INIT_BATCH)]
+        x, context, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        if isinstance(x, tuple | list):  # ((x, c),) or (x,)
+            x, context = (x[0], x[1] if len(x) > 1 else context)
+        elif isinstance(x, dict):
+            x, context = x.get("x"), x.get("context")
+        return x, context
+    n = max(batch_size or 0, INIT_BATCH)
+    return x[:n], (None if context is None else context[:n])

@@ -6,6 +6,12 @@
 Every builder takes ``dtype`` ("float32" or "float64") and ``seed`` (initialisers and
 orderings), plus the options in its docstring. The same registry drives the contract test
 suite, so a new builder is tested by being registered.
+
+Conditional flows q(x | c): the vector builders whose conditioners can read a context (nice,
+realnvp, maf, iaf, glow-1d, nsf, nsf-ar; ``list_architectures(conditional=True)``) take
+``context_dim=C``: every coupling conditioner then reads [x_a, c] and every MADE reads c
+through an unmasked input. ``conditional_base=True`` adds ``ConditionalAffine`` next to the
+base noise, which makes the base N(mu(c), diag sigma(c)^2).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from nfzoo.layers import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
+    ConditionalAffine,
     FactorOut,
     ImageAdditiveCoupling,
     ImageAffineCoupling,
@@ -34,6 +41,8 @@ from nfzoo.layers import (
     Planar,
     QRLinear,
     Radial,
+    SplineAutoregressive,
+    SplineCoupling,
     SylvesterHouseholder,
     SylvesterOrthogonal,
     SylvesterTriangular,
@@ -58,6 +67,8 @@ class Architecture:
     event_rank: int = 1
     example_shape: tuple[int, ...] = (3,)
     example_options: tuple[tuple[str, object], ...] = ()
+    #: whether the builder takes ``context_dim`` (conditional flows)
+    conditional: bool = False
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture")
@@ -71,13 +82,15 @@ def register_architecture(name: str, summary: str, paper: str, **kwargs):
     return decorate
 
 
-def list_architectures(event_rank: int | None = None) -> list[str]:
+def list_architectures(event_rank: int | None = None, conditional: bool | None = None) -> list[str]:
     """Names accepted by ``build``; with ``event_rank`` 1 (vectors) or 3 (images), only those
-    architectures."""
+    architectures; with ``conditional=True``, only those that take ``context_dim``."""
     names = ARCHITECTURES.names()
-    if event_rank is None:
-        return names
-    return [n for n in names if ARCHITECTURES.get(n).event_rank == event_rank]
+    if event_rank is not None:
+        names = [n for n in names if ARCHITECTURES.get(n).event_rank == event_rank]
+    if conditional is not None:
+        names = [n for n in names if ARCHITECTURES.get(n).conditional == conditional]
+    return names
 
 
 def architecture(name: str) -> Architecture:
@@ -92,6 +105,8 @@ def build(
     dtype: str = "float32",
     seed: int = 0,
     name: str | None = None,
+    context_dim: int | None = None,
+    conditional_base: bool = False,
     **options,
 ) -> Flow:
     """Builds the architecture ``arch`` for data of ``event_shape``.
@@ -102,9 +117,23 @@ def build(
       dtype: "float32" or "float64".
       seed: seed of the initialisers, orderings and permutations.
       name: model name (default: the architecture name).
+      context_dim: C, for a conditional flow q(x | c) (architectures in
+        ``list_architectures(conditional=True)``); None: unconditional.
+      conditional_base: with ``context_dim``, make the base N(mu(c), diag sigma(c)^2) (a
+        ``ConditionalAffine`` layer next to the base noise).
       **options: architecture options (see each builder: ``num_layers``, ``hidden_units``...).
     """
     entry = ARCHITECTURES.get(arch)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an integer; received {seed!r}.")
+    if context_dim is not None and not entry.conditional:
+        raise ValueError(
+            f"{arch} does not take a context; the conditional architectures are "
+            f"{', '.join(list_architectures(conditional=True))}. Received "
+            f"context_dim={context_dim!r}."
+        )
+    if conditional_base and context_dim is None:
+        raise ValueError("conditional_base=True needs context_dim (the base is N(mu(c), ...)).")
     shape = _event_shape(event_shape)
     if len(shape) != entry.event_rank:
         kind = "a dimension D" if entry.event_rank == 1 else "an image shape (H, W, C)"
@@ -115,8 +144,12 @@ def build(
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64'; received {dtype!r}.")
     event = shape[0] if entry.event_rank == 1 else shape
+    if entry.conditional:
+        options["context_dim"] = context_dim
     with _seeded_initializers(seed):
         layers = entry.builder(event, dtype=dtype, seed=seed, **options)
+        if conditional_base:
+            layers = [ConditionalAffine(context_dim, dtype=dtype, name="conditional_base"), *layers]
         return Flow(layers, event_shape=shape, name=name or arch.replace("-", "_"), dtype=dtype)
 
 
@@ -158,27 +191,101 @@ def _needs_two_dims(arch: str, event_dim: int) -> None:
         )
 
 
-@register_architecture("nice", "additive couplings + a final diagonal scaling", "arXiv:1410.8516")
-def _nice(event_dim, dtype, seed, num_layers: int = 4, hidden_units: Sequence[int] = (64, 64)):
-    _needs_two_dims("nice", event_dim)
-    layers = [ActNorm(dtype=dtype, name="scaling")]  # NICE's diagonal scaling, next to z
-    layers += [
-        AdditiveCoupling(mask="half", flip=i % 2 == 1, hidden_units=hidden_units, dtype=dtype)
-        for i in range(num_layers)
-    ]
-    return layers
+def _count(option: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{option} must be a positive integer; received {value!r}.")
+    return int(value)
 
 
-@register_architecture("realnvp", "affine couplings with alternating masks", "arXiv:1605.08803")
-def _realnvp(event_dim, dtype, seed, num_layers: int = 6, hidden_units: Sequence[int] = (64, 64)):
-    _needs_two_dims("realnvp", event_dim)
+def _couplings(cls, arch, event_dim, num_layers, **kwargs) -> list:
+    """``num_layers`` couplings of ``cls`` with half masks, alternately flipped."""
+    _needs_two_dims(arch, event_dim)
     return [
-        AffineCoupling(mask="half", flip=i % 2 == 1, hidden_units=hidden_units, dtype=dtype)
-        for i in range(num_layers)
+        cls(mask="half", flip=i % 2 == 1, **kwargs) for i in range(_count("num_layers", num_layers))
     ]
 
 
-def _autoregressive(cls, event_dim, dtype, seed, num_layers, hidden_units):
+@register_architecture(
+    "nice",
+    "additive couplings + a final diagonal scaling",
+    "arXiv:1410.8516",
+    conditional=True,
+)
+def _nice(
+    event_dim,
+    dtype,
+    seed,
+    num_layers: int = 4,
+    hidden_units: Sequence[int] = (64, 64),
+    context_dim=None,
+):
+    layers = [ActNorm(dtype=dtype, name="scaling")]  # NICE's diagonal scaling, next to z
+    return layers + _couplings(
+        AdditiveCoupling,
+        "nice",
+        event_dim,
+        num_layers,
+        hidden_units=hidden_units,
+        context_dim=context_dim,
+        dtype=dtype,
+    )
+
+
+@register_architecture(
+    "realnvp", "affine couplings with alternating masks", "arXiv:1605.08803", conditional=True
+)
+def _realnvp(
+    event_dim,
+    dtype,
+    seed,
+    num_layers: int = 6,
+    hidden_units: Sequence[int] = (64, 64),
+    context_dim=None,
+):
+    return _couplings(
+        AffineCoupling,
+        "realnvp",
+        event_dim,
+        num_layers,
+        hidden_units=hidden_units,
+        context_dim=context_dim,
+        dtype=dtype,
+    )
+
+
+@register_architecture(
+    "nsf",
+    "neural spline flow: rational-quadratic spline couplings with alternating masks",
+    "arXiv:1906.04032",
+    conditional=True,
+)
+def _nsf(
+    event_dim,
+    dtype,
+    seed,
+    num_layers: int = 4,
+    hidden_units: Sequence[int] = (64, 64),
+    bins: int = 8,
+    bound: float = 5.0,
+    context_dim=None,
+):
+    """Neural spline flow, coupling variant (Durkan et al. 2019): ``num_layers`` spline
+    couplings (K = ``bins`` bins on [-``bound``, ``bound``], identity outside), masks
+    alternating between the two halves."""
+    return _couplings(
+        SplineCoupling,
+        "nsf",
+        event_dim,
+        num_layers,
+        hidden_units=hidden_units,
+        bins=bins,
+        bound=bound,
+        context_dim=context_dim,
+        dtype=dtype,
+    )
+
+
+def _autoregressive(cls, event_dim, dtype, seed, num_layers, hidden_units, **kwargs):
     # Orderings alternate natural / reversed between layers (Papamakarios et al. 2017).
     return [
         cls(
@@ -186,19 +293,86 @@ def _autoregressive(cls, event_dim, dtype, seed, num_layers, hidden_units):
             ordering="natural" if i % 2 == 0 else "reversed",
             seed=seed + i,
             dtype=dtype,
+            **kwargs,
         )
-        for i in range(num_layers)
+        for i in range(_count("num_layers", num_layers))
     ]
 
 
-@register_architecture("maf", "masked autoregressive flow (MADE layers)", "arXiv:1705.07057")
-def _maf(event_dim, dtype, seed, num_layers: int = 5, hidden_units: Sequence[int] = (64, 64)):
-    return _autoregressive(MaskedAutoregressive, event_dim, dtype, seed, num_layers, hidden_units)
+@register_architecture(
+    "maf", "masked autoregressive flow (MADE layers)", "arXiv:1705.07057", conditional=True
+)
+def _maf(
+    event_dim,
+    dtype,
+    seed,
+    num_layers: int = 5,
+    hidden_units: Sequence[int] = (64, 64),
+    context_dim=None,
+):
+    return _autoregressive(
+        MaskedAutoregressive,
+        event_dim,
+        dtype,
+        seed,
+        num_layers,
+        hidden_units,
+        context_dim=context_dim,
+    )
 
 
-@register_architecture("iaf", "inverse autoregressive flow (MADE layers)", "arXiv:1606.04934")
-def _iaf(event_dim, dtype, seed, num_layers: int = 5, hidden_units: Sequence[int] = (64, 64)):
-    return _autoregressive(InverseAutoregressive, event_dim, dtype, seed, num_layers, hidden_units)
+@register_architecture(
+    "iaf", "inverse autoregressive flow (MADE layers)", "arXiv:1606.04934", conditional=True
+)
+def _iaf(
+    event_dim,
+    dtype,
+    seed,
+    num_layers: int = 5,
+    hidden_units: Sequence[int] = (64, 64),
+    context_dim=None,
+):
+    return _autoregressive(
+        InverseAutoregressive,
+        event_dim,
+        dtype,
+        seed,
+        num_layers,
+        hidden_units,
+        context_dim=context_dim,
+    )
+
+
+@register_architecture(
+    "nsf-ar",
+    "autoregressive neural spline flow: rational-quadratic splines from MADE layers",
+    "arXiv:1906.04032",
+    conditional=True,
+)
+def _nsf_ar(
+    event_dim,
+    dtype,
+    seed,
+    num_layers: int = 4,
+    hidden_units: Sequence[int] = (64, 64),
+    bins: int = 8,
+    bound: float = 5.0,
+    context_dim=None,
+):
+    """Neural spline flow, autoregressive variant (Durkan et al. 2019; MAF's direction: one
+    MADE pass for the density, D for sampling): ``num_layers`` spline autoregressive layers
+    with orderings alternating natural / reversed."""
+    return _autoregressive(
+        SplineAutoregressive,
+        event_dim,
+        dtype,
+        seed,
+        num_layers,
+        hidden_units,
+        bins=bins,
+        bound=bound,
+        context_dim=context_dim,
+    )
 
 
 @register_architecture("planar", "planar flows", "arXiv:1505.05770")
@@ -240,15 +414,27 @@ def _sylvester_triangular(event_dim, dtype, seed, num_layers: int = 8):
 
 
 @register_architecture(
-    "glow-1d", "Glow steps for vectors: ActNorm + LU linear + affine coupling", "arXiv:1807.03039"
+    "glow-1d",
+    "Glow steps for vectors: ActNorm + LU linear + affine coupling",
+    "arXiv:1807.03039",
+    conditional=True,
 )
-def _glow_1d(event_dim, dtype, seed, num_steps: int = 4, hidden_units: Sequence[int] = (64, 64)):
+def _glow_1d(
+    event_dim,
+    dtype,
+    seed,
+    num_steps: int = 4,
+    hidden_units: Sequence[int] = (64, 64),
+    context_dim=None,
+):
     _needs_two_dims("glow-1d", event_dim)
     layers = []
-    for i in range(num_steps):
+    for i in range(_count("num_steps", num_steps)):
         # generative order within a step: coupling, then 1x1 (LU), then ActNorm next to x
         layers += [
-            AffineCoupling(mask="half", hidden_units=hidden_units, dtype=dtype),
+            AffineCoupling(
+                mask="half", hidden_units=hidden_units, context_dim=context_dim, dtype=dtype
+            ),
             LULinear(seed=seed + i, dtype=dtype),
             ActNorm(dtype=dtype),
         ]

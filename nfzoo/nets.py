@@ -22,7 +22,24 @@ import tensorflow as tf
 
 from nfzoo.ops import fixed_seed, matmul
 
-__all__ = ["MADE", "MLP", "ConvNet", "Dense", "made_degrees", "made_masks"]
+__all__ = ["MADE", "MLP", "ConvNet", "Dense", "hidden_units_list", "made_degrees", "made_masks"]
+
+
+def hidden_units_list(hidden_units, who: str) -> list[int]:
+    """``hidden_units`` as a list of positive ints (empty: no hidden layer); a ValueError
+    names anything else (a bare int, zeros, floats)."""
+    try:
+        units = list(hidden_units)
+    except TypeError:
+        units = None
+    if units is None or any(
+        isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1 for h in units
+    ):
+        raise ValueError(
+            f"{who}: hidden_units must be a sequence of positive integers such as [64, 64]; "
+            f"received {hidden_units!r}."
+        )
+    return [int(h) for h in units]
 
 
 class Dense(keras.layers.Dense):
@@ -77,7 +94,7 @@ class MLP(_Stack):
     ):
         super().__init__(**kwargs)
         self.output_dim = int(output_dim)
-        self.hidden_units = [int(h) for h in hidden_units]
+        self.hidden_units = hidden_units_list(hidden_units, "MLP")
         self.activation = activation
         self.hidden = [
             Dense(h, activation=activation, dtype=self.dtype_policy, name=f"dense_{i}")
@@ -179,7 +196,7 @@ class MADE(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.params_per_dim = int(params_per_dim)
-        self.hidden_units = [int(h) for h in hidden_units]
+        self.hidden_units = hidden_units_list(hidden_units, "MADE")
         self.context_dim = None if context_dim is None else int(context_dim)
         if self.context_dim is not None and not self.hidden_units:
             raise ValueError("MADE with a context needs at least one hidden layer.")

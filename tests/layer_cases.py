@@ -3,13 +3,16 @@
 
 A case is a factory ``make(dtype) -> layer`` and the event shapes (forward-input, base side)
 it is tested on: the first is the default, the others feed the property-based tests. Vector
-layers take any D >= 2. A layer may have several cases ("Name" and "Name/variant")."""
+layers take any D >= 2. A layer may have several cases ("Name" and "Name/variant"); the
+"/context" variants are conditional layers (``context_dim=CONTEXT_DIM``), which the contract
+feeds a context of the input's batch shape."""
 
 from typing import NamedTuple
 
 from nfzoo import layers as L
 
 VECTOR_SHAPES = ((3,), (2,), (4,), (5,))
+CONTEXT_DIM = 2
 
 
 class Case(NamedTuple):
@@ -37,11 +40,67 @@ LAYER_CASES = {
     "AffineCoupling": Case(
         lambda dt: L.AffineCoupling(mask="half", flip=True, hidden_units=[8, 8], dtype=dt)
     ),
+    "AdditiveCoupling/context": Case(
+        lambda dt: L.AdditiveCoupling(
+            mask="half", hidden_units=[8], context_dim=CONTEXT_DIM, dtype=dt
+        )
+    ),
+    "AffineCoupling/context": Case(
+        lambda dt: L.AffineCoupling(
+            mask="alternating", hidden_units=[8, 8], context_dim=CONTEXT_DIM, dtype=dt
+        )
+    ),
+    "SplineCoupling": Case(
+        lambda dt: L.SplineCoupling(
+            mask="alternating", hidden_units=[8, 8], bins=5, bound=3.0, dtype=dt
+        )
+    ),
+    # a narrow interval: many test points fall in the identity tails
+    "SplineCoupling/context": Case(
+        lambda dt: L.SplineCoupling(
+            mask="half",
+            flip=True,
+            hidden_units=[8],
+            bins=4,
+            bound=1.5,
+            context_dim=CONTEXT_DIM,
+            dtype=dt,
+        )
+    ),
+    "SplineAutoregressive": Case(
+        lambda dt: L.SplineAutoregressive(
+            hidden_units=[8, 8], ordering="random", seed=3, bins=5, bound=3.0, dtype=dt
+        )
+    ),
+    "SplineAutoregressive/context": Case(
+        lambda dt: L.SplineAutoregressive(
+            hidden_units=[8],
+            ordering="reversed",
+            seed=4,
+            bins=4,
+            bound=1.5,
+            context_dim=CONTEXT_DIM,
+            dtype=dt,
+        )
+    ),
+    "ConditionalAffine": Case(
+        lambda dt: L.ConditionalAffine(context_dim=CONTEXT_DIM, hidden_units=[8], dtype=dt)
+    ),
     "MaskedAutoregressive": Case(
         lambda dt: L.MaskedAutoregressive(hidden_units=[8, 8], ordering="random", seed=1, dtype=dt)
     ),
+    "MaskedAutoregressive/context": Case(
+        lambda dt: L.MaskedAutoregressive(
+            hidden_units=[8], ordering="natural", seed=1, context_dim=CONTEXT_DIM, dtype=dt
+        )
+    ),
     "InverseAutoregressive": Case(
         lambda dt: L.InverseAutoregressive(hidden_units=[8], ordering="reversed", seed=2, dtype=dt)
+    ),
+    "InverseAutoregressive/context": Case(
+        lambda dt: L.InverseAutoregressive(
+            hidden_units=[8, 8], ordering="random", seed=2, context_dim=CONTEXT_DIM, dtype=dt
+        )
     ),
     "Permute": Case(lambda dt: L.Permute("random", seed=3, dtype=dt)),
     "Permute/channels": Case(

@@ -2,6 +2,7 @@
 
 from nfzoo.bijector_layer import BijectorLayer, register_layer, registered_layers
 from nfzoo.layers.autoregressive import InverseAutoregressive, MaskedAutoregressive
+from nfzoo.layers.conditional import ConditionalAffine
 from nfzoo.layers.coupling import AdditiveCoupling, AffineCoupling
 from nfzoo.layers.image_coupling import ImageAdditiveCoupling, ImageAffineCoupling
 from nfzoo.layers.linear import InvertibleLinear, LULinear, Permute, QRLinear
@@ -10,6 +11,7 @@ from nfzoo.layers.normalization import ActNorm
 from nfzoo.layers.preprocessing import Logit
 from nfzoo.layers.reshape import Squeeze
 from nfzoo.layers.residual import Planar, Radial
+from nfzoo.layers.spline import SplineAutoregressive, SplineCoupling
 from nfzoo.layers.sylvester import SylvesterHouseholder, SylvesterOrthogonal, SylvesterTriangular
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "BijectorLayer",
+    "ConditionalAffine",
     "FactorOut",
     "ImageAdditiveCoupling",
     "ImageAffineCoupling",
@@ -29,6 +32,8 @@ __all__ = [
     "Planar",
     "QRLinear",
     "Radial",
+    "SplineAutoregressive",
+    "SplineCoupling",
     "Squeeze",
     "SylvesterHouseholder",
     "SylvesterOrthogonal",

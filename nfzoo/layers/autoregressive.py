@@ -17,6 +17,11 @@ They differ in what the conditioner reads:
 
 The sequential direction is solved by D fixed-point sweeps u <- T(u), starting from u = 0: after
 sweep k the first k coordinates in the ordering are exact, so D sweeps give the exact answer.
+
+Conditional layers (``context_dim=C``) give the MADE an unmasked input c (Papamakarios et
+al. 2017, section 3.4, conditional MAF): (m, s) = MADE(x, c), autoregressive in x, any function
+of c. The spline autoregressive layer (``nfzoo.layers.spline``) shares this body with its own
+element-wise law.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from nfzoo.bijector_layer import BijectorLayer, register_layer
-from nfzoo.nets import MADE
+from nfzoo.bijector_layer import BijectorLayer, context_size, register_layer
+from nfzoo.layers.coupling import coupling_law
+from nfzoo.nets import MADE, hidden_units_list
 from nfzoo.ops import soft_clamp
 
 
@@ -41,30 +47,38 @@ def affine_forward(z: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor):
     return z * tf.exp(log_scale) + shift, tf.reduce_sum(log_scale, axis=-1)
 
 
-class _AffineAutoregressive(BijectorLayer):
-    """Shared body of MAF and IAF (see the module docstring)."""
+class _Autoregressive(BijectorLayer):
+    """Shared body of the autoregressive layers (see the module docstring). A subclass sets
+    ``params_per_dim``, ``reads`` ("data": MAF's direction; "noise": IAF's) and implements
+    ``_law(u, h, inverse)``, the element-wise map given the MADE output h [N, P, D]."""
+
+    #: MADE outputs per dimension
+    params_per_dim: int = 2
+    #: which side the MADE reads: "data" (MAF: parallel inverse) or "noise" (IAF)
+    reads: str = "data"
 
     def __init__(
         self,
         hidden_units: Sequence[int] = (64, 64),
         ordering: str | Sequence[int] = "natural",
         activation: str = "relu",
-        log_scale_clamp: float | None = 5.0,
         seed: int | None = None,
+        context_dim: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.hidden_units = [int(h) for h in hidden_units]
+        self.hidden_units = hidden_units_list(hidden_units, type(self).__name__)
         self.ordering = ordering if isinstance(ordering, str) else [int(o) for o in ordering]
         self.activation = activation
-        self.log_scale_clamp = log_scale_clamp
         self.seed = seed
+        self.context_dim = context_size(context_dim, type(self).__name__)
         self.made = MADE(
-            params_per_dim=2,
+            params_per_dim=self.params_per_dim,
             hidden_units=self.hidden_units,
             ordering=self.ordering,
             activation=activation,
             seed=seed,
+            context_dim=self.context_dim,
             dtype=self.dtype_policy,
             name="made",
         )
@@ -72,26 +86,23 @@ class _AffineAutoregressive(BijectorLayer):
     def _build_event(self, event_shape):
         self.made.build((None, *event_shape))
 
-    def _params(self, c):
-        return affine_params(self.made(c), self.log_scale_clamp)
+    def _law(self, u, h, inverse: bool):
+        """(u', log|det du'/du| per example) for the MADE output h [N, P, D]."""
+        raise NotImplementedError
 
-    def _parallel_forward(self, z, c):
-        """x = z * exp(s(c)) + m(c) and sum(s)."""
-        return affine_forward(z, *self._params(c))
+    def _parallel(self, u, c, context, inverse: bool):
+        """The law applied to u with the MADE reading c: one MADE pass."""
+        return self._law(u, self.made(c, context), inverse)
 
-    def _parallel_inverse(self, x, c):
-        """z = (x - m(c)) * exp(-s(c)) and -sum(s)."""
-        shift, log_scale = self._params(c)
-        return (x - shift) * tf.exp(-log_scale), -tf.reduce_sum(log_scale, axis=-1)
-
-    def _sequential(self, target, sweep):
-        """Solves u = sweep(u)[0] by D fixed-point sweeps from u = 0; returns (u, log-det)."""
+    def _sequential(self, target, context, inverse: bool):
+        """Solves u = law(target; MADE(u)) for u by D fixed-point sweeps from u = 0; returns
+        (u, log-det)."""
         D = self.event_shape[-1]
         u0 = tf.zeros_like(target)
         ldj0 = tf.zeros(tf.shape(target)[:-1], target.dtype)
 
         def body(i, u, _):
-            u_next, ldj = sweep(u)
+            u_next, ldj = self._parallel(target, u, context, inverse)
             return i + 1, u_next, ldj
 
         _, u, ldj = tf.while_loop(
@@ -101,15 +112,42 @@ class _AffineAutoregressive(BijectorLayer):
         # log-det is the log-det at the solution.
         return u, ldj
 
+    def _forward_and_log_det(self, z, context=None):
+        if self.reads == "noise":
+            return self._parallel(z, z, context, inverse=False)
+        return self._sequential(z, context, inverse=False)
+
+    def _inverse_and_log_det(self, x, context=None):
+        if self.reads == "data":
+            return self._parallel(x, x, context, inverse=True)
+        return self._sequential(x, context, inverse=True)
+
     def get_config(self):
         return {
             **super().get_config(),
             "hidden_units": self.hidden_units,
             "ordering": self.ordering,
             "activation": self.activation,
-            "log_scale_clamp": self.log_scale_clamp,
             "seed": self.seed,
+            "context_dim": self.context_dim,
         }
+
+
+class _AffineAutoregressive(_Autoregressive):
+    """The affine law x = z * exp(s) + m of MAF and IAF, s soft-clamped."""
+
+    params_per_dim = 2
+
+    def __init__(self, *args, log_scale_clamp: float | None = 5.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log_scale_clamp = log_scale_clamp
+
+    def _law(self, u, h, inverse):
+        shift, log_scale = affine_params(h, self.log_scale_clamp)
+        return coupling_law(u, shift, log_scale, inverse, u, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "log_scale_clamp": self.log_scale_clamp}
 
 
 @register_layer
@@ -126,13 +164,10 @@ class MaskedAutoregressive(_AffineAutoregressive):
       activation: MADE hidden activation.
       log_scale_clamp: bound of the soft clamp on s (None: unclamped).
       seed: seed of the ordering and initialisers.
+      context_dim: size C of a context the MADE reads, (m, s)(x_<i, c) (None: none).
     """
 
-    def _inverse_and_log_det(self, x):
-        return self._parallel_inverse(x, x)
-
-    def _forward_and_log_det(self, z):
-        return self._sequential(z, lambda x: self._parallel_forward(z, x))
+    reads = "data"
 
 
 @register_layer
@@ -145,8 +180,4 @@ class InverseAutoregressive(_AffineAutoregressive):
     Args: as ``MaskedAutoregressive``.
     """
 
-    def _forward_and_log_det(self, z):
-        return self._parallel_forward(z, z)
-
-    def _inverse_and_log_det(self, x):
-        return self._sequential(x, lambda z: self._parallel_inverse(x, z))
+    reads = "noise"

@@ -9,6 +9,11 @@ transformed, conditioned on a (Dinh et al. 2014, arXiv:1410.8516; 2016, arXiv:16
 and the inverse reads the same conditioner on x_a = z_a, so both directions cost one
 conditioner pass. s is soft-clamped. The conditioner is an MLP whose last layer starts at zero,
 so each coupling layer starts as the identity.
+
+Conditional couplings (``context_dim=C``) feed the conditioner [z_a, c]: the part b is
+transformed by a map that depends on the kept part and on the context, which changes neither
+the triangular structure nor the log-det formula (Winkler et al. 2019, arXiv:1912.00042).
+The spline coupling (``nfzoo.layers.spline``) shares this body with its own law.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from nfzoo.bijector_layer import BijectorLayer, register_layer
-from nfzoo.nets import MLP
+from nfzoo.bijector_layer import BijectorLayer, context_size, register_layer
+from nfzoo.nets import MLP, hidden_units_list
 from nfzoo.ops import batch_constant, soft_clamp, sum_event
 
 
@@ -70,7 +75,9 @@ def coupling_law(b, t, s, inverse: bool, like, event_ndims: int):
 
 
 class _Coupling(BijectorLayer):
-    """Shared body of the coupling layers: splitting, merging and the conditioner."""
+    """Shared body of the coupling layers: splitting, merging and the conditioner. A subclass
+    sets ``params_per_dim`` and implements ``_law(b, h, inverse)``, the element-wise map of
+    the moved part b given the conditioner's output h [N, len(b) * params_per_dim]."""
 
     #: conditioner outputs per transformed dimension (1: shift; 2: shift and log-scale)
     params_per_dim: int
@@ -81,13 +88,15 @@ class _Coupling(BijectorLayer):
         flip: bool = False,
         hidden_units: Sequence[int] = (64, 64),
         activation: str = "relu",
+        context_dim: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.mask = mask if isinstance(mask, str) else [int(m) for m in mask]
         self.flip = bool(flip)
-        self.hidden_units = [int(h) for h in hidden_units]
+        self.hidden_units = hidden_units_list(hidden_units, type(self).__name__)
         self.activation = activation
+        self.context_dim = context_size(context_dim, type(self).__name__)
 
     def _build_event(self, event_shape):
         (dim,) = event_shape
@@ -103,7 +112,7 @@ class _Coupling(BijectorLayer):
             dtype=self.dtype_policy,
             name="conditioner",
         )
-        self.conditioner.build((None, len(self._keep)))
+        self.conditioner.build((None, len(self._keep) + (self.context_dim or 0)))
 
     def _split(self, u):
         return tf.gather(u, self._keep, axis=-1), tf.gather(u, self._move, axis=-1)
@@ -111,20 +120,23 @@ class _Coupling(BijectorLayer):
     def _merge_parts(self, a, b):
         return tf.gather(tf.concat([a, b], axis=-1), self._merge, axis=-1)
 
-    def _shift_and_log_scale(self, a):
-        """Returns (t, s) for the moved part; s is None for the additive law."""
+    def _conditioner_output(self, a, context):
+        return self.conditioner(a if context is None else tf.concat([a, context], axis=-1))
+
+    def _law(self, b, h, inverse: bool):
+        """(b', log|det db'/db| per example) for the moved part b."""
         raise NotImplementedError
 
-    def _transform(self, u, inverse: bool):
+    def _transform(self, u, context, inverse: bool):
         a, b = self._split(u)
-        b, log_det = coupling_law(b, *self._shift_and_log_scale(a), inverse, u, 1)
+        b, log_det = self._law(b, self._conditioner_output(a, context), inverse)
         return self._merge_parts(a, b), log_det
 
-    def _forward_and_log_det(self, z):
-        return self._transform(z, inverse=False)
+    def _forward_and_log_det(self, z, context=None):
+        return self._transform(z, context, inverse=False)
 
-    def _inverse_and_log_det(self, x):
-        return self._transform(x, inverse=True)
+    def _inverse_and_log_det(self, x, context=None):
+        return self._transform(x, context, inverse=True)
 
     def get_config(self):
         return {
@@ -133,6 +145,7 @@ class _Coupling(BijectorLayer):
             "flip": self.flip,
             "hidden_units": self.hidden_units,
             "activation": self.activation,
+            "context_dim": self.context_dim,
         }
 
 
@@ -141,18 +154,20 @@ class AdditiveCoupling(_Coupling):
     """NICE coupling: x_a = z_a, x_b = z_b + t(z_a); log|det dx/dz| = 0.
 
     Cost: one conditioner pass in either direction. Dinh et al. 2014, arXiv:1410.8516.
+    The log-det is constant but the Jacobian is not (t depends on z_a), so TFP must not treat
+    the map as affine: ``constant_jacobian`` stays False.
 
     Args:
       mask: "half", "alternating" or a 0/1 sequence (1 = passes through).
       flip: swap the two parts (alternate it between successive layers).
       hidden_units, activation: the MLP conditioner.
+      context_dim: size C of a context read by the conditioner, t(z_a, c) (None: none).
     """
 
-    constant_jacobian = True
     params_per_dim = 1
 
-    def _shift_and_log_scale(self, a):
-        return self.conditioner(a), None
+    def _law(self, b, h, inverse):
+        return coupling_law(b, h, None, inverse, b, 1)
 
 
 @register_layer
@@ -171,10 +186,11 @@ class AffineCoupling(_Coupling):
         super().__init__(*args, **kwargs)
         self.log_scale_clamp = log_scale_clamp
 
-    def _shift_and_log_scale(self, a):
-        h = self.conditioner(a)
+    def _law(self, b, h, inverse):
         n = len(self._move)
-        return h[..., :n], soft_clamp(h[..., n:], self.log_scale_clamp)
+        return coupling_law(
+            b, h[..., :n], soft_clamp(h[..., n:], self.log_scale_clamp), inverse, b, 1
+        )
 
     def get_config(self):
         return {**super().get_config(), "log_scale_clamp": self.log_scale_clamp}

@@ -137,9 +137,11 @@ class ImageAdditiveCoupling(_ImageCoupling):
       mask: "channel" (channel halves) or "checkerboard" (alternate pixels).
       flip: swap the kept and moved parts (alternate it between successive layers).
       hidden_channels, activation: the ConvNet conditioner (3x3 -> 1x1 -> zero 3x3).
+
+    The log-det is constant but the Jacobian is not (t depends on z_a): ``constant_jacobian``
+    stays False, or TFP would take the map for affine (``mean()`` = forward(base mean)).
     """
 
-    constant_jacobian = True
     params_per_entry = 1
 
 
