@@ -373,7 +373,8 @@ class Flow(TrainableModel):
                 "is (x, context) or (x, context, weight); received x alone. Pass "
                 "flow.fit(x, context) or a tf.data pipeline of (x, context) pairs."
             )
-        return keras.utils.pack_x_y_sample_weight((x, y), None, weight)
+        # (not keras.utils.pack_x_y_sample_weight: without y it drops the weights)
+        return ((x, y),) if weight is None else ((x, y), None, weight)
 
     def fit(self, x=None, context=None, **kwargs):
         """``keras.Model.fit`` by negative log-likelihood; compiles with the defaults if needed
@@ -399,17 +400,22 @@ class Flow(TrainableModel):
 
     def predict(self, x=None, context=None, **kwargs):
         """``keras.Model.predict``: log q(x) (or log q(x | c)) in batches."""
-        x = self._keras_data(x, context, kwargs)
+        if context is not None:
+            self._keras_data(x, context, {})  # the same checks as fit's
+            x = (x, context)
         return super().predict(x, **kwargs)
 
     def _keras_data(self, x, context, kwargs: dict):
-        """Puts ``context`` where Keras carries it (the ``y`` slot, see ``_pack``); refuses
-        ``y``, which a flow does not have."""
+        """Puts ``context`` where Keras carries it: the ``y`` slot (see ``_pack``). Keras's
+        own calls pass it there too (``fit`` evaluates ``validation_data`` as x=..., y=...),
+        so ``y`` is taken as the context."""
         if "y" in kwargs:
-            raise ValueError(
-                f"Flow {self.name!r} has no targets: fit, evaluate and predict take x and, for "
-                "a conditional flow, context=; received y."
-            )
+            y = kwargs.pop("y")
+            if context is not None and y is not None:
+                raise ValueError(
+                    f"Flow {self.name!r}: pass the context once (context= or y=), not both."
+                )
+            context = y if context is None else context
         if context is not None:
             if self.context_dim is None:
                 self._context(context)  # raises: an unconditional flow takes no context

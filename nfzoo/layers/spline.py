@@ -106,6 +106,12 @@ def _pick(one_hot: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(one_hot * values, axis=-1)
 
 
+def _unit_interval(xi: tf.Tensor) -> tf.Tensor:
+    """xi kept in [0, 1] against rounding (at the upper knot the root can come out as
+    1 + 1e-16) with the gradient of xi itself: a plain clip would zero the derivative there."""
+    return xi + tf.stop_gradient(tf.clip_by_value(xi, 0.0, 1.0) - xi)
+
+
 def rational_quadratic_spline(
     u: tf.Tensor, params: tf.Tensor, bound: float, inverse: bool = False, **floors
 ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -129,10 +135,10 @@ def rational_quadratic_spline(
         b = h * d_k - dy * curvature
         c = -s * dy
         root = tf.sqrt(tf.maximum(b * b - 4.0 * a * c, 0.0))
-        xi = tf.clip_by_value(2.0 * c / (-b - root), 0.0, 1.0)
+        xi = _unit_interval(2.0 * c / (-b - root))
         out = x_k + xi * w
     else:
-        xi = tf.clip_by_value((v - x_k) / w, 0.0, 1.0)
+        xi = _unit_interval((v - x_k) / w)
     mix = xi * (1.0 - xi)
     denominator = s + curvature * mix
     log_slope = (
