@@ -55,7 +55,8 @@ def test_monotone_and_finite_for_extreme_parameters():
                 tf.cast(u, dtype), tf.cast(params, dtype), bound
             )
             assert np.all(np.isfinite(y)) and np.all(np.isfinite(log_slope))
-            assert np.all(np.diff(y.numpy()) >= 0)  # monotone
+            # monotone, up to a few units of rounding at the interval's scale
+            assert np.all(np.diff(y.numpy()) >= -4 * np.finfo(dtype.as_numpy_dtype).eps * bound)
 
 
 def test_zero_parameters_give_the_identity():
