@@ -23,7 +23,11 @@ from nfzoo.exporting import TOLERANCE, ExportError, export, scaled_error
 from nfzoo.exporting import graphs as export_graphs
 
 ARCHS = nfzoo.list_architectures()
+#: conditional forms exported by the default suite (every one: the slow suite)
+CONDITIONAL = ["maf|context", "nsf|context", "nsf-ar|context"]
+ALL_CONDITIONAL = [f"{a}|context" for a in nfzoo.list_architectures(conditional=True)]
 DIM = 3
+CONTEXT_DIM = 2
 REPO = Path(__file__).resolve().parents[1]
 #: perturbation of the weights; larger values make the sequential IAF inverse so
 #: ill-conditioned that float32 Keras itself is ~1e-4 away from the float64 answer
@@ -41,6 +45,10 @@ def init_data(flow, rng, n=256):
 
 
 def small_flow(arch: str, seed: int = 0):
+    """A small perturbed flow of ``arch``; "arch|context" is its conditional form (with a
+    conditional base)."""
+    arch, _, variant = arch.partition("|")
+    conditional = {"context_dim": CONTEXT_DIM, "conditional_base": True} if variant else {}
     entry = nfzoo.architecture(arch)
     if entry.event_rank == 3:  # the registered small example (e.g. a 4x4 two-level Glow)
         flow = nfzoo.build(arch, entry.example_shape, seed=seed, **dict(entry.example_options))
@@ -50,20 +58,49 @@ def small_flow(arch: str, seed: int = 0):
         for key, value in (("num_layers", 2), ("num_steps", 2), ("hidden_units", [16])):
             if key in params:
                 options[key] = value
-        flow = nfzoo.build(arch, DIM, seed=seed, **options)
-    flow.initialize(init_data(flow, np.random.RandomState(seed)))
+        flow = nfzoo.build(arch, DIM, seed=seed, **options, **conditional)
+    rng = np.random.RandomState(seed)
+    x = init_data(flow, rng)
+    flow.initialize(x, **context_for(flow, len(x), rng))
     perturb(flow, seed, scale=PERTURB_SCALE)
     return flow
+
+
+def context_for(flow, n, rng) -> dict:
+    """``{"context": [n, C] float32}`` for a conditional flow, else ``{}``."""
+    if flow.context_dim is None:
+        return {}
+    return {"context": rng.standard_normal((n, flow.context_dim)).astype(np.float32)}
+
+
+def tflite_custom_ops(path: Path) -> list[str]:
+    """The custom (non-builtin) operators of a .tflite file, Flex ops included, read from its
+    operator codes: LiteRT can run only builtins without extra delegates."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+    return sorted(c.CustomCode().decode() for c in codes if c.CustomCode() is not None)
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + CONDITIONAL)
 def test_every_builder_exports_with_parity(arch, tmp_path):
+    check_export_with_parity(arch, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(set(ALL_CONDITIONAL) - set(CONDITIONAL)))
+def test_every_conditional_builder_exports_with_parity(arch, tmp_path):
+    check_export_with_parity(arch, tmp_path)
+
+
+def check_export_with_parity(arch, tmp_path):
     flow = small_flow(arch)
-    out = tmp_path / arch
+    out = tmp_path / arch.replace("|", "-")
     manifest = export(flow, out)
 
     expected = {"generate", "generate_and_log_prob", "sample"}
@@ -96,16 +133,19 @@ def test_every_builder_exports_with_parity(arch, tmp_path):
 
     rng = np.random.RandomState(7)
     z = rng.standard_normal((5, *flow.base_event_shape)).astype(np.float32)
-    x = np.asarray(flow.generate(rng.standard_normal(z.shape).astype(np.float32)))
-    keras_out = {"generate": {"x": flow.generate(z)}}
-    x_kgl, lp_kgl = flow.generate_and_log_prob(z)
+    c = context_for(flow, 5, rng)
+    x = np.asarray(flow.generate(rng.standard_normal(z.shape).astype(np.float32), **c))
+    keras_out = {"generate": {"x": flow.generate(z, **c)}}
+    x_kgl, lp_kgl = flow.generate_and_log_prob(z, **c)
     keras_out["generate_and_log_prob"] = {"x": x_kgl, "log_prob": lp_kgl}
     if flow.has_inverse:
-        keras_out["log_prob"] = {"log_prob": flow.log_prob(x)}
-        keras_out["encode"] = {"z": flow.encode(x)}
+        keras_out["log_prob"] = {"log_prob": flow.log_prob(x, **c)}
+        keras_out["encode"] = {"z": flow.encode(x, **c)}
     interpreter = Interpreter(model_path=str(out / "model.tflite"))
+    assert tflite_custom_ops(out / "model.tflite") == []
     for ep, ref in keras_out.items():
         feed = {"x": x} if ep in ("log_prob", "encode") else {"z": z}
+        feed.update(c)
         session = ort.InferenceSession(str(out / f"model.{ep}.onnx"))
         onnx_out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
         tflite_out = interpreter.get_signature_runner(ep)(**feed)
@@ -201,8 +241,8 @@ NO_TF_CHECK = textwrap.dedent(
         ref = m["reference"]
         lite = Interpreter(model_path=str(folder / m["formats"]["tflite"]["path"]))
         for ep, outputs in ref["outputs"].items():
-            (arg,) = [i["name"] for i in m["endpoints"][ep]["inputs"]]
-            feed = {arg: np.asarray(ref["inputs"][arg], np.float32)}
+            args = [i["name"] for i in m["endpoints"][ep]["inputs"]]
+            feed = {a: np.asarray(ref["inputs"][a], np.float32) for a in args}
             onnx = ort.InferenceSession(str(folder / m["formats"]["onnx"]["files"][ep]))
             got = {
                 "onnx": dict(zip([o.name for o in onnx.get_outputs()], onnx.run(None, feed))),
@@ -216,10 +256,15 @@ NO_TF_CHECK = textwrap.dedent(
                     assert err <= tol, (str(folder), runtime, ep, key, err)
                     checked += 1
         for n in (1, 17):
-            x = lite.get_signature_runner("sample")(n=np.array(n, np.int32))["x"]
+            feed = {"n": np.array(n, np.int32)}
+            want = (n, *m["flow"]["event_shape"])
+            if m["flow"].get("context_dim"):
+                feed["context"] = np.asarray(ref["inputs"]["context"][:3], np.float32)
+                want = (n, 3, *m["flow"]["event_shape"])
+            x = lite.get_signature_runner("sample")(**feed)["x"]
             onnx = ort.InferenceSession(str(folder / m["formats"]["onnx"]["files"]["sample"]))
-            (y,) = onnx.run(None, {"n": np.array(n, np.int32)})
-            assert x.shape == y.shape == (n, m["flow"]["event_shape"][0]), (x.shape, y.shape)
+            (y,) = onnx.run(None, feed)
+            assert x.shape == y.shape == want, (x.shape, y.shape, want)
             assert np.all(np.isfinite(x)) and np.all(np.isfinite(y))
     assert not any(k.split(".")[0] == "tensorflow" for k in sys.modules), "tensorflow imported"
     print(f"OK {checked}")
@@ -239,12 +284,100 @@ def run_without_tensorflow(folders) -> str:
 
 
 def test_exported_artifacts_run_without_tensorflow(tmp_path):
-    flows = {"maf": small_flow("maf"), "sylvester-orthogonal": small_flow("sylvester-orthogonal")}
+    flows = {
+        "maf": small_flow("maf"),
+        "sylvester-orthogonal": small_flow("sylvester-orthogonal"),
+        "nsf-context": small_flow("nsf|context"),
+    }
     for name, flow in flows.items():
         export(flow, tmp_path / name, formats=("onnx", "tflite"))
     out = run_without_tensorflow([tmp_path / name for name in flows])
-    # maf: 4 endpoints with 5 outputs; sylvester: 2 endpoints with 3 outputs; 2 runtimes
-    assert out.strip() == f"OK {2 * (5 + 3)}"
+    # maf and nsf: 4 endpoints with 5 outputs; sylvester: 2 endpoints with 3; 2 runtimes
+    assert out.strip() == f"OK {2 * (5 + 3 + 5)}"
+
+
+#: Feeds wrong inputs to one endpoint of an export folder in one runtime, each in a new
+#: session, and prints what happened: "refused" (an exception) or "ACCEPTED" (a result).
+#: Runs in its own process: a runtime that crashes instead of refusing fails the test.
+WRONG_INPUTS = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    folder, runtime, endpoint = sys.argv[1:4]
+    D, C = 3, 2
+    x, c = np.zeros((4, D), np.float32), np.zeros((4, C), np.float32)
+    cases = {
+        "too wide": {"x": np.zeros((4, D + 1), np.float32), "context": c},
+        "too narrow": {"x": np.zeros((4, D - 1), np.float32), "context": c},
+        "no batch axis": {"x": np.zeros(D, np.float32), "context": c[:1]},
+        "rank 3": {"x": np.zeros((2, 2, D), np.float32), "context": c[:2]},
+        "context too wide": {"x": x, "context": np.zeros((4, C + 1), np.float32)},
+        "fewer contexts": {"x": x, "context": c[:1]},
+        "right": {"x": x, "context": c},
+    }
+    if endpoint == "sample":
+        cases = {
+            "n < 0": {"n": np.array(-1, np.int32), "context": c[:1]},
+            "right": {"n": np.array(3, np.int32), "context": c[:1]},
+        }
+
+    def run(feed):
+        if runtime == "onnx":
+            import onnxruntime as ort
+            s = ort.InferenceSession(f"{folder}/model.{endpoint}.onnx")
+            return s.run(None, feed)
+        if runtime == "tflite":
+            from ai_edge_litert.interpreter import Interpreter
+            lite = Interpreter(model_path=f"{folder}/model.tflite")
+            return lite.get_signature_runner(endpoint)(**feed)
+        import tensorflow as tf
+        sm = tf.saved_model.load(f"{folder}/saved_model")
+        return sm.signatures[endpoint](**{k: tf.constant(v) for k, v in feed.items()})
+
+    for name, feed in cases.items():
+        try:
+            run(feed)
+            print(name, "ACCEPTED")
+        except Exception:
+            print(name, "refused")
+    """
+)
+
+
+@pytest.mark.parametrize("runtime", ["tflite", "onnx", "saved_model"])
+def test_every_runtime_refuses_wrong_inputs(runtime, tmp_path):
+    flow = small_flow("realnvp|context")
+    export(flow, tmp_path / "f")
+    for endpoint in ("log_prob", "sample"):
+        result = subprocess.run(
+            [sys.executable, "-c", WRONG_INPUTS, str(tmp_path / "f"), runtime, endpoint],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        lines = dict(line.rsplit(" ", 1) for line in result.stdout.strip().splitlines())
+        assert lines.pop("right") == "ACCEPTED"
+        assert set(lines.values()) == {"refused"}, (endpoint, lines)
+
+
+def test_onnx_sample_differs_between_processes(tmp_path):
+    export(small_flow("maf"), tmp_path / "f", formats=("onnx",))
+    script = (
+        "import sys, numpy as np, onnxruntime as ort;"
+        "s = ort.InferenceSession(sys.argv[1]);"
+        "print(s.run(None, {'n': np.array(3, np.int32)})[0].ravel().tolist())"
+    )
+    draws = [
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "f" / "model.sample.onnx")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        for _ in range(2)
+    ]
+    assert draws[0] and draws[0] != draws[1]
 
 
 def test_shipped_artifacts_run_without_tensorflow():

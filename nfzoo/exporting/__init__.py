@@ -15,6 +15,9 @@ writes ``out/maf/`` with ``saved_model/``, ``model.<endpoint>.onnx``, ``model.tf
 * ``generate_and_log_prob(z) -> x, log_prob``: one forward pass, also without an inverse;
 * ``sample(n) -> x``: n samples with noise drawn in the graph (RandomStandardNormal).
 
+A conditional flow's endpoints also take ``context`` [batch, C] (``sample``: n draws for each
+context row, x [n, batch, *event_shape]).
+
 Before anything is published every artifact is loaded in its runtime (TensorFlow for the
 SavedModel, onnxruntime, the ``ai_edge_litert`` interpreter) and run at batch 1 and 1000 on
 fixed inputs against the Keras model (``flow.log_prob``, ``flow.encode``, ...). An output that
@@ -121,15 +124,15 @@ def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict) -> dic
     frozen = freeze_endpoints(flow)
     endpoints = list(frozen)
     runners = {}
-    if "saved_model" in formats or "tflite" in formats:
-        write_saved_model(frozen, tmp / SAVED_MODEL_DIR)
-    if "tflite" in formats:
-        write_tflite(tmp / SAVED_MODEL_DIR, endpoints, tmp / TFLITE_FILE)
+    if "tflite" in formats:  # converted from a SavedModel with the declared input shapes
+        declared = tmp / ".tflite-source"
+        write_saved_model(frozen, declared)
+        write_tflite(declared, endpoints, tmp / TFLITE_FILE)
+        shutil.rmtree(declared)
         runners["tflite"] = TFLiteRunner(tmp / TFLITE_FILE)
     if "saved_model" in formats:
+        write_saved_model(frozen, tmp / SAVED_MODEL_DIR, relaxed=True)
         runners["saved_model"] = SavedModelRunner(tmp / SAVED_MODEL_DIR)
-    else:
-        shutil.rmtree(tmp / SAVED_MODEL_DIR, ignore_errors=True)
     if "onnx" in formats:
         for ep, fe in frozen.items():
             try:
@@ -140,14 +143,15 @@ def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict) -> dic
                 raise ExportError(f"ONNX conversion of endpoint {ep!r} failed: {e}") from e
         runners["onnx"] = OnnxRunner(tmp)
 
-    inputs, expected = _parity_inputs(flow, endpoints)
+    inputs, expected = _parity_inputs(flow, frozen)
     parity = {}
     failures = []
     for fmt in formats:
         parity[fmt] = {}
         for ep in endpoints:
             try:
-                parity[fmt][ep] = _measure(runners[fmt], flow, ep, inputs, expected)
+                endpoint = frozen[ep].endpoint
+                parity[fmt][ep] = _measure(runners[fmt], flow, endpoint, inputs, expected)
             except Exception as e:
                 failures.append(f"{fmt}/{ep}: raised {type(e).__name__}: {e}")
                 continue
@@ -168,29 +172,35 @@ def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict) -> dic
 # ---- parity ------------------------------------------------------------------------------
 
 
-def _parity_inputs(flow: Flow, endpoints):
-    """Fixed inputs (noise z, data x = g(z') from the Keras model) and Keras outputs."""
+def _parity_inputs(flow: Flow, frozen):
+    """Fixed inputs (noise z, data x = g(z') from the Keras model, contexts c ~ N(0, I) for a
+    conditional flow) and the Keras model's outputs."""
     rng = np.random.RandomState(PARITY_SEED)
     n = max(PARITY_BATCHES)
     z = rng.standard_normal((n, *flow.base_event_shape)).astype(np.float32)
-    x = flow.generate(rng.standard_normal((n, *flow.base_event_shape)).astype(np.float32))
-    inputs = {"z": z, "x": np.asarray(x, np.float32)}
+    inputs = {"z": z}
+    kw = {}
+    if flow.context_dim is not None:
+        inputs["context"] = rng.standard_normal((n, flow.context_dim)).astype(np.float32)
+        kw = {"context": inputs["context"]}
+    x = flow.generate(rng.standard_normal((n, *flow.base_event_shape)).astype(np.float32), **kw)
+    inputs["x"] = np.asarray(x, np.float32)
     keras_fns = {
-        "log_prob": lambda x: {"log_prob": flow.log_prob(x)},
-        "encode": lambda x: {"z": flow.encode(x)},
-        "generate": lambda z: {"x": flow.generate(z)},
+        "log_prob": lambda x: {"log_prob": flow.log_prob(x, **kw)},
+        "encode": lambda x: {"z": flow.encode(x, **kw)},
+        "generate": lambda z: {"x": flow.generate(z, **kw)},
         "generate_and_log_prob": lambda z: dict(
-            zip(("x", "log_prob"), flow.generate_and_log_prob(z))
+            zip(("x", "log_prob"), flow.generate_and_log_prob(z, **kw))
         ),
     }
     expected = {}
-    for ep in endpoints:
+    for ep, fe in frozen.items():
         if ep in keras_fns:
-            (arg,) = ENDPOINTS[ep].inputs
-            out = keras_fns[ep](inputs[arg])
+            out = keras_fns[ep](inputs[fe.endpoint.inputs[0]])
             expected[ep] = {k: np.asarray(v) for k, v in out.items()}
-    # sample: the Keras model's own samples, to compare the mean against
-    expected["sample"] = {"x": np.asarray(flow.sample(4 * n, seed=PARITY_SEED))}
+    # sample: the Keras model's own samples (for the first context), to compare the mean with
+    one = {k: v[:1] for k, v in kw.items()}
+    expected["sample"] = {"x": np.asarray(flow.sample(4 * n, seed=PARITY_SEED, **one))}
     return inputs, expected
 
 
@@ -207,19 +217,20 @@ def scaled_error(actual: np.ndarray, reference: np.ndarray) -> float:
     return float(np.max(np.nan_to_num(err, nan=np.inf))) if err.size else 0.0
 
 
-def _measure(runner, flow: Flow, ep: str, inputs, expected) -> dict:
-    """Runs endpoint ``ep`` at each parity batch size; returns per-batch error records."""
+def _measure(runner, flow: Flow, endpoint, inputs, expected) -> dict:
+    """Runs ``endpoint`` at each parity batch size; returns per-batch error records."""
+    ep = endpoint.name
     results = {}
     for batch in PARITY_BATCHES:
         key = f"batch_{batch}"
-        if ENDPOINTS[ep].random:
-            results[key] = _check_sample(
-                runner(ep, {"n": np.array(batch, np.int32)}), flow, batch, expected
-            )
+        if endpoint.random:
+            feed = {"n": np.array(batch, np.int32)}
+            if "context" in endpoint.inputs:
+                feed["context"] = inputs["context"][:1]
+            results[key] = _check_sample(runner(ep, feed), flow, batch, expected)
             continue
-        (arg,) = ENDPOINTS[ep].inputs
-        out = runner(ep, {arg: inputs[arg][:batch]})
-        missing = set(ENDPOINTS[ep].outputs) - set(out)
+        out = runner(ep, {arg: inputs[arg][:batch] for arg in endpoint.inputs})
+        missing = set(endpoint.outputs) - set(out)
         if missing:
             results[key] = {
                 "max_error": None,
@@ -227,7 +238,7 @@ def _measure(runner, flow: Flow, ep: str, inputs, expected) -> dict:
                 "detail": f"outputs {sorted(missing)} missing; received {sorted(out)}",
             }
             continue
-        errs = {k: scaled_error(out[k], expected[ep][k][:batch]) for k in ENDPOINTS[ep].outputs}
+        errs = {k: scaled_error(out[k], expected[ep][k][:batch]) for k in endpoint.outputs}
         worst = max(errs.values())
         results[key] = {
             "max_error": worst,
@@ -246,7 +257,7 @@ def _check_sample(out: dict, flow: Flow, n: int, expected) -> dict:
     Keras model's samples (z-score of the difference of means, at most 6)."""
     x = np.asarray(out.get("x"))
     ref = expected["sample"]["x"]
-    want = (n, *flow.data_event_shape)
+    want = (n, *ref.shape[1:])
     if x.shape != want or not np.all(np.isfinite(x)):
         return {
             "max_error": None,
@@ -286,11 +297,13 @@ def _version(pkg: str) -> str | None:
 def _manifest(flow, name, formats, frozen, parity, inputs, expected, tmp: Path) -> dict:
     data_shape, base_shape = list(flow.data_event_shape), list(flow.base_event_shape)
     shapes = {"x": [None, *data_shape], "z": [None, *base_shape], "n": [], "log_prob": [None]}
+    shapes["context"] = [None, flow.context_dim]
     dtypes = {"n": "int32"}
     endpoints = {}
     for ep, fe in frozen.items():
         e = fe.endpoint
-        out_shapes = {"x": ["n", *data_shape]} if e.random else {}
+        sampled = ["n", *(["batch"] if flow.context_dim is not None else []), *data_shape]
+        out_shapes = {"x": sampled} if e.random else {}
         endpoints[ep] = {
             "doc": e.doc,
             "inputs": [
@@ -334,7 +347,7 @@ def _manifest(flow, name, formats, frozen, parity, inputs, expected, tmp: Path) 
         }
     rows = REFERENCE_ROWS
     reference = {
-        "inputs": {"x": inputs["x"][:rows].tolist(), "z": inputs["z"][:rows].tolist()},
+        "inputs": {k: v[:rows].tolist() for k, v in inputs.items()},
         "outputs": {
             ep: {k: v[:rows].tolist() for k, v in out.items()}
             for ep, out in expected.items()
@@ -349,6 +362,7 @@ def _manifest(flow, name, formats, frozen, parity, inputs, expected, tmp: Path) 
             "name": flow.name,
             "layers": [type(la).__name__ for la in flow.flow_layers],
             "event_shape": list(flow.data_event_shape),
+            "context_dim": flow.context_dim,
             "dtype": "float32",
         },
         "endpoints": endpoints,

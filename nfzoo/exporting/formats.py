@@ -3,6 +3,7 @@
 * SavedModel: one signature per endpoint (``serving_default`` is ``log_prob`` when the flow has
   an inverse, else ``generate_and_log_prob``), each a function importing the frozen graph:
   constants only, no variables, so TF Serving and ``tf.saved_model.load`` need no nfzoo.
+  Its inputs are declared of any shape; the graph itself checks them (``graphs.rows``).
 * TFLite: converted from that SavedModel, one signature runner per endpoint, TFLite builtin
   ops only (an endpoint that would need Flex / SELECT_TF_OPS fails the export).
 * ONNX: one file per endpoint (ONNX graphs have a single entry point and onnxruntime wants
@@ -36,9 +37,14 @@ def serving_default(endpoints) -> str:
     return "log_prob" if "log_prob" in endpoints else "generate_and_log_prob"
 
 
-def write_saved_model(frozen: dict[str, FrozenEndpoint], path: Path) -> None:
+def write_saved_model(
+    frozen: dict[str, FrozenEndpoint], path: Path, relaxed: bool = False
+) -> None:
+    """One signature per endpoint. ``relaxed``: inputs declared of any shape, so that the
+    graph's own input checks refuse wrong inputs (the shipped SavedModel); the TFLite
+    converter gets the declared shapes (``relaxed=False``)."""
     module = tf.Module()
-    signatures = {name: fe.as_function() for name, fe in frozen.items()}
+    signatures = {name: fe.as_function(relaxed) for name, fe in frozen.items()}
     signatures["serving_default"] = signatures[serving_default(frozen)]
     tf.saved_model.save(module, str(path), signatures=signatures)
 
@@ -86,6 +92,7 @@ def write_onnx(fe: FrozenEndpoint, path: Path) -> None:
         tensors_to_rename=rename,
         custom_op_handlers={"Log1p": (_log1p_as_log, [])},
     )
+    _unseed_random_ops(model)
     unsupported = sorted(
         {n.op_type for n in _all_nodes(model.graph) if not onnx.defs.has(n.op_type, n.domain)}
     )
@@ -95,6 +102,18 @@ def write_onnx(fe: FrozenEndpoint, path: Path) -> None:
             f"ONNX (opset {ONNX_OPSET}): {unsupported}."
         )
     path.write_bytes(model.SerializeToString())
+
+
+def _unseed_random_ops(model) -> None:
+    """Removes the ``seed`` attribute tf2onnx writes on random ops (``seed=0`` for an unseeded
+    TensorFlow op): with it, onnxruntime draws the same numbers in every new session; without
+    it, onnxruntime seeds each session itself, as the endpoint's "unseeded" promises.
+    Reproducible draws come from ``generate`` on noise of one's own."""
+    for node in _all_nodes(model.graph):
+        if node.op_type.startswith("Random"):
+            kept = [a for a in node.attribute if a.name != "seed"]
+            del node.attribute[:]
+            node.attribute.extend(kept)
 
 
 def _all_nodes(graph):

@@ -16,15 +16,22 @@ in numpy, in float64, at export time. The kernels here replace
   removes the orthogonalisation while_loop over weights);
 * FactorOut: its deeper layers run through their own export kernels.
 
-Every other layer is traced through its own ``_forward_and_log_det`` /
-``_inverse_and_log_det``. Kernels are checked by the export's parity check like everything
-else, so a kernel that drifts from its layer fails the export.
+Every other layer is traced through its own passes (``BijectorLayer.folded_pass``, with the
+context for conditional layers). Kernels are checked by the export's parity check like
+everything else, so a kernel that drifts from its layer fails the export.
+
+Conditional flows: every endpoint takes one more input, ``context`` [batch, C] (one row per
+row of x or z; ``sample`` draws n samples for each row). Inputs are checked inside the graph,
+so that every runtime refuses a wrong input rather than answering for part of it: each input
+is reshaped to [its own rows, *event shape] (an input of another size fails that reshape in
+TensorFlow, onnxruntime and LiteRT alike), the context to the rows of x or z, and ``n < 0``
+fails a reshape before anything is drawn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import tensorflow as tf
@@ -50,16 +57,20 @@ __all__ = [
     "ExportKernel",
     "FrozenEndpoint",
     "endpoint_functions",
+    "flow_endpoints",
     "freeze_endpoints",
     "register_export_kernel",
 ]
 
-LayerPass = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+#: a pass on folded inputs: (u [N, *event], context [N, C] or None) -> (u', log-det [N])
+LayerPass = Callable[..., tuple[tf.Tensor, tf.Tensor]]
 
 
 @dataclass(frozen=True)
 class ExportKernel:
-    """Export-time replacement of a layer's passes; ``inverse`` is None without an inverse."""
+    """Export-time replacement of a layer's passes, each ``pass(u, context=None)``;
+    ``inverse`` is None without an inverse. Kernels of unconditional layers ignore the
+    context."""
 
     forward: LayerPass
     inverse: LayerPass | None
@@ -84,8 +95,14 @@ def export_kernel(layer: BijectorLayer) -> ExportKernel:
     for cls in type(layer).__mro__:
         if cls in _KERNELS:
             return _KERNELS[cls](layer)
-    inverse = layer._inverse_and_log_det if layer.has_inverse else None
-    return ExportKernel(layer._forward_and_log_det, inverse)
+
+    def forward(u, context=None):
+        return layer.folded_pass(u, context, inverse=False)
+
+    def inverse(u, context=None):
+        return layer.folded_pass(u, context, inverse=True)
+
+    return ExportKernel(forward, inverse if layer.has_inverse else None)
 
 
 def _const(value: np.ndarray, layer: BijectorLayer) -> tf.Tensor:
@@ -107,10 +124,10 @@ def _linear_kernel(layer) -> ExportKernel:
     W, W_inv, b = _const(w, layer), _const(w_inv, layer), _const(bias, layer)
     k = layer.event_ndims
 
-    def forward(z):
+    def forward(z, context=None):
         return tf.linalg.matvec(W, z) + b, _fill(log_det, z, k)
 
-    def inverse(x):
+    def inverse(x, context=None):
         return tf.linalg.matvec(W_inv, x - b), _fill(-log_det, x, k)
 
     return ExportKernel(forward, inverse)
@@ -126,7 +143,7 @@ def _sylvester_kernel(layer) -> ExportKernel:
     A, B = _const(r2 @ q.T, layer), _const(q @ r1, layer)
     b, diag = _const(layer.b.numpy(), layer), _const(d1 * d2, layer)
 
-    def forward(z):
+    def forward(z, context=None):
         h = tf.tanh(tf.linalg.matvec(A, z) + b)
         x = z + tf.linalg.matvec(B, h)
         return x, tf.reduce_sum(tf.math.log1p((1.0 - h**2) * diag), axis=-1)
@@ -137,10 +154,10 @@ def _sylvester_kernel(layer) -> ExportKernel:
 def _chain_pass(passes, reverse: bool):
     """One pass through kernels' passes (in reverse order for the inverse), summing log-dets."""
 
-    def run(u):
+    def run(u, context=None):
         total = 0.0
         for p in reversed(passes) if reverse else passes:
-            u, ldj = p(u)
+            u, ldj = p(u, context)
             total = total + ldj
         return u, total
 
@@ -153,14 +170,14 @@ def _factor_out_kernel(layer) -> ExportKernel:
     kernels = [export_kernel(inner) for inner in layer.inner_layers]
     inner_forward = _chain_pass([k.forward for k in kernels], reverse=False)
 
-    def forward(z):
+    def forward(z, context=None):
         return layer.forward_with(inner_forward, z)
 
     if any(k.inverse is None for k in kernels):
         return ExportKernel(forward, None)
     inner_inverse = _chain_pass([k.inverse for k in kernels], reverse=True)
 
-    def inverse(x):
+    def inverse(x, context=None):
         return layer.inverse_with(inner_inverse, x)
 
     return ExportKernel(forward, inverse)
@@ -226,12 +243,59 @@ ENDPOINTS: dict[str, Endpoint] = {
 }
 
 
+def flow_endpoints(flow: Flow) -> dict[str, Endpoint]:
+    """The endpoints ``flow`` supports, with the input ``context`` for a conditional flow."""
+    has_inverse = all(export_kernel(layer).inverse is not None for layer in flow.flow_layers)
+    out = {}
+    for name, e in ENDPOINTS.items():
+        if e.needs_inverse and not has_inverse:
+            continue
+        if flow.context_dim is not None:
+            e = replace(
+                e,
+                inputs=(*e.inputs, "context"),
+                doc=e.doc + CONTEXT_DOC[e.random].format(C=flow.context_dim),
+            )
+        out[name] = e
+    return out
+
+
+CONTEXT_DOC = {
+    False: " Input context [batch, {C}]: the condition c of each row (q(x | c)).",
+    True: " Input context [batch, {C}]: n samples are drawn for each row, x of shape "
+    "[n, batch, *event_shape].",
+}
+
+
+def rows(t: tf.Tensor, event_shape) -> tf.Tensor:
+    """``t`` reshaped to [its own first dimension, *event_shape]: the identity on a right
+    input; an input of another size (a wrong feature count, a missing batch axis) fails this
+    reshape in every runtime. The target shape is computed from the input at run time, so no
+    converter can fold the check away."""
+    return tf.reshape(t, tf.concat([tf.shape(t)[:1], list(event_shape)], 0))
+
+
+def rows_like(t: tf.Tensor, like: tf.Tensor, width: int) -> tf.Tensor:
+    """``t`` [b, width] reshaped to [rows of ``like``, width]: fails unless b matches."""
+    return tf.reshape(rows(t, [width]), tf.concat([tf.shape(like)[:1], [width]], 0))
+
+
+def non_negative(n: tf.Tensor) -> tf.Tensor:
+    """``n``, multiplied by [1, 0][2 * (n < 0)]: an out-of-range gather, an error in every
+    runtime, when n < 0, before a negative count reaches the random op (where LiteRT
+    crashes). A gather from distinct constants at a run-time index cannot be folded away (a
+    reshape of ones could, and the TFLite converter did)."""
+    index = tf.reshape(2 * tf.cast(n < 0, tf.int32), [1])
+    return n * tf.reduce_sum(tf.gather(tf.constant([1, 0], tf.int32), index))
+
+
 def endpoint_functions(flow: Flow) -> dict[str, tuple[Callable, list[tf.TensorSpec]]]:
     """Python functions (dict outputs) and input specs of the endpoints ``flow`` supports."""
     kernels = [export_kernel(layer) for layer in flow.flow_layers]
-    has_inverse = all(k.inverse is not None for k in kernels)
+    endpoints = flow_endpoints(flow)
     dtype = tf.as_dtype(flow.compute_dtype)
     data_shape, base_shape = list(flow.data_event_shape), list(flow.base_event_shape)
+    context_dim = flow.context_dim
     base_axes = list(range(-len(base_shape), 0))
     base_size = int(np.prod(base_shape))
     log_2pi = float(np.log(2.0 * np.pi))
@@ -239,42 +303,61 @@ def endpoint_functions(flow: Flow) -> dict[str, tuple[Callable, list[tf.TensorSp
     def base_log_prob(z):  # standard normal, written out: no TFP op left in the graph
         return -0.5 * tf.reduce_sum(z**2, axis=base_axes) - 0.5 * base_size * log_2pi
 
-    def forward(z):
-        x, total = _chain_pass([k.forward for k in kernels], reverse=False)(z)
-        return x, total + tf.zeros(tf.shape(z)[: -len(base_shape)], z.dtype)
+    def checked(u, shape, context):
+        u = rows(u, shape)
+        return u, (None if context is None else rows_like(context, u, context_dim))
 
-    def inverse(x):
-        z, total = _chain_pass([k.inverse for k in kernels], reverse=True)(x)
-        return z, total + tf.zeros(tf.shape(x)[: -len(data_shape)], x.dtype)
+    def forward(z, context=None):
+        z, context = checked(z, base_shape, context)
+        x, total = _chain_pass([k.forward for k in kernels], reverse=False)(z, context)
+        return z, x, total + tf.zeros(tf.shape(z)[:1], z.dtype)
 
-    def log_prob(x):
-        z, ildj = inverse(x)
+    def inverse(x, context=None):
+        x, context = checked(x, data_shape, context)
+        z, total = _chain_pass([k.inverse for k in kernels], reverse=True)(x, context)
+        return z, total + tf.zeros(tf.shape(x)[:1], x.dtype)
+
+    def log_prob(x, context=None):
+        z, ildj = inverse(x, context)
         return {"log_prob": base_log_prob(z) + ildj}
 
-    def encode(x):
-        return {"z": inverse(x)[0]}
+    def encode(x, context=None):
+        return {"z": inverse(x, context)[0]}
 
-    def generate(z):
-        return {"x": forward(z)[0]}
+    def generate(z, context=None):
+        return {"x": forward(z, context)[1]}
 
-    def generate_and_log_prob(z):
-        x, fldj = forward(z)
+    def generate_and_log_prob(z, context=None):
+        z, x, fldj = forward(z, context)
         return {"x": x, "log_prob": base_log_prob(z) - fldj}
 
-    def sample(n):
-        z = tf.random.normal(tf.concat([[n], base_shape], axis=0), dtype=dtype)
-        return {"x": forward(z)[0]}
+    def sample(n, context=None):
+        n = non_negative(n)
+        if context is None:
+            z = tf.random.normal(tf.concat([[n], base_shape], axis=0), dtype=dtype)
+            return {"x": forward(z)[1]}
+        context = rows(context, [context_dim])
+        batch = tf.shape(context)[:1]
+        z = tf.random.normal(tf.concat([[n], batch, base_shape], axis=0), dtype=dtype)
+        z = tf.reshape(z, [-1, *base_shape])  # row i * batch + j: draw i for context j
+        tiled = tf.reshape(tf.tile(context[None], tf.stack([n, 1, 1])), [-1, context_dim])
+        x = forward(z, tiled)[1]
+        return {"x": tf.reshape(x, tf.concat([[n], batch, data_shape], axis=0))}
 
-    data = [tf.TensorSpec([None, *data_shape], dtype, name="x")]
-    noise = [tf.TensorSpec([None, *base_shape], dtype, name="z")]
-    fns = {
-        "generate": (generate, noise),
-        "generate_and_log_prob": (generate_and_log_prob, noise),
-        "sample": (sample, [tf.TensorSpec([], tf.int32, name="n")]),
+    specs = {
+        "x": tf.TensorSpec([None, *data_shape], dtype, name="x"),
+        "z": tf.TensorSpec([None, *base_shape], dtype, name="z"),
+        "n": tf.TensorSpec([], tf.int32, name="n"),
+        "context": tf.TensorSpec([None, context_dim], dtype, name="context"),
     }
-    if has_inverse:
-        fns = {"log_prob": (log_prob, data), "encode": (encode, data), **fns}
-    return fns
+    fns = {
+        "log_prob": log_prob,
+        "encode": encode,
+        "generate": generate,
+        "generate_and_log_prob": generate_and_log_prob,
+        "sample": sample,
+    }
+    return {name: (fns[name], [specs[k] for k in e.inputs]) for name, e in endpoints.items()}
 
 
 @dataclass
@@ -287,12 +370,20 @@ class FrozenEndpoint:
     output_tensors: dict[str, str]  # endpoint output name -> "Identity_k:0"
     input_specs: list[tf.TensorSpec] = field(default_factory=list)
 
-    def as_function(self) -> tf.types.experimental.ConcreteFunction:
+    def as_function(self, relaxed: bool = False) -> tf.types.experimental.ConcreteFunction:
         """A ConcreteFunction that imports the frozen graph (constants only, no variables),
-        taking the endpoint inputs by name and returning a dict of its outputs."""
-        names = list(self.output_tensors)
+        taking the endpoint inputs by name and returning a dict of its outputs.
 
-        @tf.function(input_signature=self.input_specs)
+        ``relaxed``: the inputs are declared of any shape. TensorFlow trusts a declared
+        shape: its graph optimiser would remove the in-graph input checks (``rows``) as
+        no-ops, and a SavedModel signature does not itself refuse a tensor of another shape.
+        Declared loosely, the checks run and refuse wrong inputs."""
+        names = list(self.output_tensors)
+        specs = self.input_specs
+        if relaxed:
+            specs = [tf.TensorSpec(None, s.dtype, name=s.name) for s in specs]
+
+        @tf.function(input_signature=specs)
         def fn(*args):
             outs = tf.graph_util.import_graph_def(
                 self.graph_def,
@@ -308,6 +399,7 @@ class FrozenEndpoint:
 def freeze_endpoints(flow: Flow, endpoints=None) -> dict[str, FrozenEndpoint]:
     """Traces and freezes the endpoints of ``flow`` (all it supports, or those named)."""
     fns = endpoint_functions(flow)
+    described = flow_endpoints(flow)
     frozen = {}
     for name, (fn, specs) in fns.items():
         if endpoints is not None and name not in endpoints:
@@ -319,7 +411,7 @@ def freeze_endpoints(flow: Flow, endpoints=None) -> dict[str, FrozenEndpoint]:
         _check_frozen(name, graph_def)
         keys = sorted(concrete.structured_outputs)  # outputs of a dict come in sorted key order
         frozen[name] = FrozenEndpoint(
-            endpoint=ENDPOINTS[name],
+            endpoint=described[name],
             graph_def=graph_def,
             input_tensors={s.name: t.name for s, t in zip(specs, const_fn.inputs)},
             output_tensors={k: t.name for k, t in zip(keys, const_fn.outputs)},
