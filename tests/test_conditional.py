@@ -144,6 +144,8 @@ def test_fit_learns_a_conditional_density_from_numpy_and_tf_data(arch, options):
     # far better than any model that ignores c, and within 0.45 nats of the truth
     assert nll < unconditional_gaussian - 1.5, (nll, unconditional_gaussian)
     assert nll < CONDITIONAL_ENTROPY + 0.45, (nll, CONDITIONAL_ENTROPY)
+    if arch != "maf":
+        return  # one architecture is enough for the tf.data route
     # the same steps from a tf.data pipeline of (x, c) pairs give a model as good
     again = nfzoo.build(arch, D, context_dim=C, hidden_units=[32, 32], seed=0, **options)
     again.compile(learning_rate=3e-3)

@@ -396,7 +396,7 @@ def test_tfp_moments_match_monte_carlo(name):
     c = {k: v[0] for k, v in ctx(layer, (1,)).items()}  # one context: a plain distribution
     base = tfd.MultivariateNormalDiag(tf.zeros(layer.event_shape, tf.float64))
     dist = tfd.TransformedDistribution(base, layer)
-    n = 200_000
+    n = 50_000
     samples = dist.sample(n, seed=(3, 4), bijector_kwargs=c).numpy()
     mc_mean, mc_cov = samples.mean(0), np.cov(samples.T)
     se = samples.std(0) / np.sqrt(n)
@@ -535,7 +535,7 @@ def test_conditional_density_integrates_to_one_for_each_context(arch):
     cos, sin = np.cos(angle[:, 0]), np.sin(angle[:, 0])
     x = np.stack([cos * x[:, 0] - sin * x[:, 1], sin * x[:, 0] + cos * x[:, 1]], 1)
     flow.compile(learning_rate=5e-3)
-    flow.fit(x.astype(np.float32), angle, batch_size=128, epochs=3, verbose=0)
+    flow.fit(x.astype(np.float32), angle, batch_size=128, epochs=2, verbose=0)  # 16 steps
     for c in (-1.0, 0.7):
         context = tf.constant([c], tf.float32)  # one context for every grid point
         total = _integral_over_2d_grid(lambda u, context=context: flow.log_prob(u, context=context))

@@ -18,5 +18,6 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
         "my-flow/config.json",
         "u1.keras",
         "exported/manifest.json",
+        "nsf-conditional/manifest.json",
     ):
         assert (tmp_path / produced).exists(), produced

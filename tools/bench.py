@@ -6,7 +6,7 @@ interleaved measurements taken in one run (these machines are shared and noisy).
     .venv/bin/python tools/bench.py matmul-limit [--dims 8 64] [--steps 20] [--repeats 5]
     .venv/bin/python tools/bench.py dot-orientation [--dims 8 64] [--calls 20] [--repeats 7]
     .venv/bin/python tools/bench.py density-throughput [--dims 8 64] [--repeats 5]
-    .venv/bin/python tools/bench.py density-quality [--steps 500] [--seeds 0 1 2]
+    .venv/bin/python tools/bench.py density-quality [--archs maf nsf nsf-ar] [--dims 2 8]
     .venv/bin/python tools/bench.py glow-throughput [--steps 20] [--repeats 5] [--threads 1]
     .venv/bin/python tools/bench.py peak-memory --system nfzoo --arch maf --dim 8
 
@@ -23,8 +23,9 @@ onnxruntime and LiteRT. Each flow is exported afresh (with its parity check) int
 folder; a block is 200 calls (batch 1) or 20 calls (batch 1024).
 
 train-throughput: training steps/s (batch 512, Adam at 1e-3, negative log-likelihood) of MAF
-and RealNVP, 5 layers, hidden [256, 256], at every D of ``--dims``, on one fixed float32 sample
-of a Gaussian mixture, for
+and RealNVP (``--archs``: also nsf and nsf-ar, against zuko's NSF as in density-quality; TFP
+has no stock spline flow), 5 layers, hidden [256, 256], at every D of ``--dims``, on one fixed
+float32 sample of a Gaussian mixture, for
   - nfzoo: ``nfzoo.build(arch, D, num_layers=5, hidden_units=[256, 256])`` trained by Keras
     ``fit`` with the default ``flow.compile()`` (XLA, 10 steps per call of the compiled
     function) on a repeated tf.data pipeline; every
@@ -66,11 +67,15 @@ density-throughput: ``log_prob`` throughput (points/s at batch 10,000) and sampl
 (``flow().log_prob`` / ``flow().sample`` under ``torch.inference_mode``). MAF sampling is the
 sequential direction (D conditioner passes per layer) in all three.
 
-density-quality: KL(p || q) = E_p[log p - log q] of MAF (5 layers, hidden [64, 64]) trained
-at equal budget (same steps, the same batches of 512 fresh samples, Adam at 1e-3) in nfzoo,
-TFP (XLA step) and zuko, on an 8-d Gaussian mixture whose log density is known exactly
-(``GaussianMixture``); estimated on 20,000 held-out samples of p, with its standard error;
-over several seeds the mean +- standard error across seeds.
+density-quality: KL(p || q) = E_p[log p - log q] of each ``--archs`` flow (5 layers, hidden
+[64, 64]) trained at equal budget (same steps, the same batches of 512 fresh samples, Adam at
+1e-3) in nfzoo, TFP (XLA step; MAF only: TFP has no stock spline flow) and zuko (``maf``:
+``zuko.flows.MAF``; ``nsf-ar``: ``zuko.flows.NSF``, autoregressive; ``nsf``: ``zuko.flows.NSF``
+with ``passes=2``, a coupling; 8 bins on [-5, 5] in both libraries), on D-dimensional
+Gaussian mixtures (``--dims``) whose log density is known exactly (``GaussianMixture``);
+estimated on 20,000 held-out samples of p, with its standard error; over several seeds the
+mean +- standard error across seeds, and the paired difference to zuko's flow of the same
+kind, seed by seed.
 
 glow-throughput: training steps/s (batch 64, Adam at 1e-3, negative log-likelihood) of Glow
 on sklearn's digits as 8x8x1 images (``nfzoo.data.digits_images``, the 1000 training images,
@@ -374,13 +379,32 @@ def _tfp_flow(arch: str, dim: int, hidden=TRAIN_HIDDEN, seed: int = 0):
     return dist, [v for net in nets for v in net.trainable_variables]
 
 
+#: the zuko flow of each nfzoo architecture: MAF, RealNVP (affine couplings), and NSF, zuko's
+#: neural spline flow (8 bins on [-5, 5] as nfzoo's defaults), autoregressive (``nsf-ar``) or
+#: with two passes, i.e. a coupling (``nsf``)
+ZUKO_FLOWS = {
+    "maf": ("MAF", {}),
+    "realnvp": ("RealNVP", {}),
+    "nsf": ("NSF", {"bins": 8, "passes": 2}),
+    "nsf-ar": ("NSF", {"bins": 8}),
+}
+#: architectures TFP ships a stock flow of
+TFP_ARCHS = ("maf", "realnvp")
+
+
 def _zuko_flow(arch: str, dim: int, hidden=TRAIN_HIDDEN, seed: int = 0):
     import torch
     import zuko
 
     torch.manual_seed(seed)
-    cls = zuko.flows.MAF if arch == "maf" else zuko.flows.RealNVP
-    return cls(features=dim, transforms=TRAIN_LAYERS, hidden_features=hidden)
+    name, options = ZUKO_FLOWS[arch]
+    cls = getattr(zuko.flows, name)
+    return cls(features=dim, transforms=TRAIN_LAYERS, hidden_features=hidden, **options)
+
+
+def supports(system: str, arch: str) -> bool:
+    """Whether ``system`` has a flow of ``arch`` (TFP has no stock spline flow)."""
+    return not system.startswith("tfp") or arch in TFP_ARCHS
 
 
 def _zuko_kernels(flow) -> list[tuple[int, int]]:
@@ -795,14 +819,15 @@ def train_throughput(
     for dim in dims:
         x = mixture_sample(dim)
         for arch in archs:
-            makers = {s: functools.partial(_make_trainer, s, arch, x) for s in systems}
+            arch_systems = [s for s in systems if supports(s, arch)]
+            makers = {s: functools.partial(_make_trainer, s, arch, x) for s in arch_systems}
             if limit:
                 makers.update(_limit_makers(arch, dim))
             results = interleaved(makers, steps, repeats, f"{arch} D={dim}")
             lim_rows = _limit_rows(arch, dim, steps, results) if limit else []
             lim = _limit(lim_rows)
             limit_rows += lim_rows
-            for system in systems:
+            for system in arch_systems:
                 row = {"arch": arch, "dim": dim, "system": system, "steps_per_block": steps}
                 res = results[system]
                 if "error" in res:
@@ -826,7 +851,7 @@ def train_throughput(
                 rows.append(row)
             del results, makers
             if memory:
-                memory_rows += [peak_memory(s, arch, dim, steps, threads) for s in systems]
+                memory_rows += [peak_memory(s, arch, dim, steps, threads) for s in arch_systems]
     return rows, limit_rows, memory_rows
 
 
@@ -849,6 +874,8 @@ def throughput_table(
     ]
     for arch, dim in sorted({(r["arch"], r["dim"]) for r in rows}, key=lambda k: (k[1], k[0])):
         by = {r["system"]: r for r in rows if (r["arch"], r["dim"]) == (arch, dim)}
+        for s in systems:
+            by.setdefault(s, {"error": "no such flow"})
         cells = [_cell(by[s], "steps_per_s") for s in systems]
         line = f"| {arch} | {dim} | " + " | ".join(cells)
         line += f" | {_ratio_cell(by, systems, 'steps_per_s')} |"
@@ -1155,54 +1182,78 @@ class GaussianMixture:
 
 
 def density_quality(
-    steps: int, seeds: list[int], hidden: list[int], n_test: int, dim: int = 8
+    steps: int,
+    seeds: list[int],
+    hidden: list[int],
+    n_test: int,
+    dims: list[int] = (8,),
+    archs: list[str] = ("maf",),
 ) -> list[dict]:
-    """Per seed and system: train ``steps`` steps on fresh batches (the same for every system),
-    then KL(p || q) on ``n_test`` held-out samples of p, with its standard error."""
-    mix, rows = GaussianMixture(dim), []
-    for seed in seeds:
-        rng = np.random.RandomState(1000 + seed)
-        train = mix.sample(steps * TRAIN_BATCH, rng).astype(np.float32)
-        test = mix.sample(n_test, rng)
-        log_p = mix.log_prob(test)
-        for system in QUALITY_SYSTEMS:
-            row = {"system": system, "seed": seed, "steps": steps, "hidden": hidden, "dim": dim}
-            try:
-                trainer = _make_trainer(system, "maf", train, hidden, seed)
-                row["train_s"] = trainer.block(steps)
-                d = log_p - trainer.log_prob(test).astype(np.float64)
-                row["finite"] = int(np.isfinite(d).sum())
-                d = d[np.isfinite(d)]
-                row["kl"], row["kl_se"] = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
-                print(f"seed {seed} {system}: KL {row['kl']:.4f} +- {row['kl_se']:.4f} nats")
-            except Exception as e:
-                row["error"] = _error(e)
-                print(f"seed {seed} {system} failed: {row['error']}")
-            rows.append(row)
+    """Per D, architecture, seed and system: train ``steps`` steps on fresh batches (the same
+    for every system), then KL(p || q) on ``n_test`` held-out samples of p, with its standard
+    error."""
+    rows = []
+    for dim in dims:
+        mix = GaussianMixture(dim)
+        for seed in seeds:
+            rng = np.random.RandomState(1000 + seed)
+            train = mix.sample(steps * TRAIN_BATCH, rng).astype(np.float32)
+            test = mix.sample(n_test, rng)
+            log_p = mix.log_prob(test)
+            for arch in archs:
+                for system in [s for s in QUALITY_SYSTEMS if supports(s, arch)]:
+                    row = {"system": system, "arch": arch, "seed": seed, "steps": steps}
+                    row.update(hidden=hidden, dim=dim)
+                    label = f"D={dim} {arch} seed {seed} {system}"
+                    try:
+                        trainer = _make_trainer(system, arch, train, hidden, seed)
+                        row["train_s"] = trainer.block(steps)
+                        d = log_p - trainer.log_prob(test).astype(np.float64)
+                        row["finite"] = int(np.isfinite(d).sum())
+                        d = d[np.isfinite(d)]
+                        row["kl"] = float(d.mean())
+                        row["kl_se"] = float(d.std(ddof=1) / np.sqrt(len(d)))
+                        print(f"{label}: KL {row['kl']:.4f} +- {row['kl_se']:.4f} nats")
+                    except Exception as e:
+                        row["error"] = _error(e)
+                        print(f"{label} failed: {row['error']}")
+                    rows.append(row)
     return rows
 
 
 def quality_table(rows: list[dict]) -> str:
     lines = [
-        "| system | KL(p \\|\\| q), nats: mean +- se over seeds | per seed (+- se on the test set) "
-        "| training s (per seed) |",
-        "|---|---|---|---|",
+        "| D | flow | system | KL(p \\|\\| q), nats: mean +- se over seeds | per seed (+- se on "
+        "the test set) | training s (per seed) | KL - zuko's |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for system in QUALITY_SYSTEMS:
-        rs = [r for r in rows if r["system"] == system]
-        ok = [r for r in rs if "kl" in r]
-        kls = [r["kl"] for r in ok]
-        if len(kls) > 1:
-            agg = f"{np.mean(kls):.4f} +- {np.std(kls, ddof=1) / np.sqrt(len(kls)):.4f}"
-        else:
-            agg = f"{kls[0]:.4f}" if kls else "-"
-        per = ", ".join(
-            f"{r['kl']:.4f} +- {r['kl_se']:.4f}" if "kl" in r else f"failed: {r['error'][:80]}"
-            for r in rs
-        )
-        secs = ", ".join(f"{r['train_s']:.1f}" for r in ok)
-        lines.append(f"| {NAMES[system]} | {agg} | {per} | {secs} |")
+    keys = sorted({(r["dim"], r.get("arch", "maf")) for r in rows})
+    for dim, arch in keys:
+        here = [r for r in rows if (r["dim"], r.get("arch", "maf")) == (dim, arch)]
+        zuko = {r["seed"]: r["kl"] for r in here if r["system"] == "zuko" and "kl" in r}
+        for system in QUALITY_SYSTEMS:
+            rs = [r for r in here if r["system"] == system]
+            if not rs:
+                continue
+            ok = [r for r in rs if "kl" in r]
+            per_seed = ", ".join(
+                f"{r['kl']:.4f} +- {r['kl_se']:.4f}" if "kl" in r else f"failed: {r['error'][:80]}"
+                for r in rs
+            )
+            secs = ", ".join(f"{r['train_s']:.1f}" for r in ok)
+            gap = _mean_se([r["kl"] - zuko[r["seed"]] for r in ok if r["seed"] in zuko])
+            kls = _mean_se([r["kl"] for r in ok])
+            lines.append(
+                f"| {dim} | {arch} | {NAMES[system]} | {kls} | {per_seed} | {secs} | {gap} |"
+            )
     return "\n".join(lines)
+
+
+def _mean_se(values: list[float]) -> str:
+    """ "mean +- standard error" of ``values`` (the value alone for one, "-" for none)."""
+    if len(values) > 1:
+        return f"{np.mean(values):.4f} +- {np.std(values, ddof=1) / np.sqrt(len(values)):.4f}"
+    return f"{values[0]:.4f}" if values else "-"
 
 
 # ---- command line -----------------------------------------------------------------------
@@ -1219,11 +1270,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="bench", required=True)
     arch_choices = ["maf", "realnvp"]
+    spline_choices = [*arch_choices, "nsf", "nsf-ar"]
     p = sub.add_parser("export-latency", help="exported endpoints in TF, onnxruntime, LiteRT")
     p.add_argument("--flows", nargs="+", default=["maf-moons", "realnvp-moons", "glow1d-moons"])
     p.add_argument("--repeats", type=int, default=7)
     p = sub.add_parser("train-throughput", help="training steps/s vs TFP's and zuko's flows")
-    p.add_argument("--archs", nargs="+", default=arch_choices, choices=arch_choices)
+    p.add_argument("--archs", nargs="+", default=arch_choices, choices=spline_choices)
     p.add_argument("--dims", nargs="+", type=int, default=[8, 64])
     p.add_argument("--steps", type=int, default=20, help="training steps per timed block")
     p.add_argument("--repeats", type=int, default=5)
@@ -1257,7 +1309,9 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=1, help="calls per timed block")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--systems", nargs="+", default=list(TRAIN_SYSTEMS), choices=ALL_SYSTEMS)
-    p = sub.add_parser("density-quality", help="KL(p||q) of MAF at equal budget")
+    p = sub.add_parser("density-quality", help="KL(p||q) at equal budget and size")
+    p.add_argument("--archs", nargs="+", default=["maf"], choices=spline_choices)
+    p.add_argument("--dims", nargs="+", type=int, default=[8])
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--hidden", nargs="+", type=int, default=[64, 64])
@@ -1367,11 +1421,14 @@ def main() -> int:
         )
         _write(args.out, "glow_throughput", meta, glow_table(rows), title)
     else:
-        rows = density_quality(args.steps, args.seeds, args.hidden, args.test)
-        meta.update(rows=rows, mixture="GaussianMixture(dim=8, components=8, seed=0)")
+        rows = density_quality(
+            args.steps, args.seeds, args.hidden, args.test, args.dims, args.archs
+        )
+        meta.update(rows=rows, mixture="GaussianMixture(dim=D, components=8, seed=0)")
         title = (
-            f"KL(p || q) of MAF (5 layers, hidden {args.hidden}) after {args.steps} steps of "
-            f"batch {TRAIN_BATCH} (Adam 1e-3) on the 8-d mixture; {args.test} held-out samples"
+            f"KL(p || q) of {', '.join(args.archs)} ({TRAIN_LAYERS} layers, hidden "
+            f"{args.hidden}) after {args.steps} steps of batch {TRAIN_BATCH} (Adam 1e-3) on "
+            f"the D-dimensional mixture, D in {args.dims}; {args.test} held-out samples"
         )
         _write(args.out, "density_quality", meta, quality_table(rows), title)
     return 0

@@ -37,9 +37,7 @@ def serving_default(endpoints) -> str:
     return "log_prob" if "log_prob" in endpoints else "generate_and_log_prob"
 
 
-def write_saved_model(
-    frozen: dict[str, FrozenEndpoint], path: Path, relaxed: bool = False
-) -> None:
+def write_saved_model(frozen: dict[str, FrozenEndpoint], path: Path, relaxed: bool = False) -> None:
     """One signature per endpoint. ``relaxed``: inputs declared of any shape, so that the
     graph's own input checks refuse wrong inputs (the shipped SavedModel); the TFLite
     converter gets the declared shapes (``relaxed=False``)."""
