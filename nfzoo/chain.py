@@ -85,12 +85,19 @@ class ContextChain(tfp.bijectors.Chain):
     it once: ``chain.forward(z, context=c)``, and through a TransformedDistribution
     ``dist.log_prob(x, bijector_kwargs={"context": c})``. Other keyword arguments are
     routed by name, as in TFP. Like the layers, it keeps no cache (their weights change
-    during training)."""
+    during training). ``context_transform`` (the flow's check and standardisation of the
+    context) is applied to the context first."""
 
     _cache = _NoCache()
 
+    def __init__(self, bijectors, context_transform=None, **kwargs):
+        super().__init__(bijectors, **kwargs)
+        self._context_transform = context_transform
+
     def _route(self, kwargs: dict):
         context = kwargs.get("context")
+        if context is not None and self._context_transform is not None:
+            context = self._context_transform(context)
 
         def of(bijector) -> dict:
             own = dict(kwargs.get(bijector.name, {}))

@@ -99,6 +99,7 @@ class Flow(TrainableModel):
         layers: Sequence[BijectorLayer],
         event_shape: Sequence[int],
         base: str = "normal",
+        standardize_context: bool = True,
         name: str | None = None,
         dtype: Any = None,
         **kwargs,
@@ -125,6 +126,24 @@ class Flow(TrainableModel):
         self.flow_layers = layers
         #: size C of the context of a conditional flow, q(x | c); None for q(x)
         self.context_dim = chain_context_dim(layers, who=f"Flow {self.name!r}")
+        self.standardize_context = bool(standardize_context)
+        if self.context_dim is not None:
+            # c -> (c - shift) / scale before any layer sees it: set from the first batch
+            # of contexts (as ActNorm from the first batch of data), so that conditioners get
+            # inputs of unit scale whatever the units of c
+            self.context_shift = self.add_weight(
+                shape=(self.context_dim,), initializer="zeros", trainable=False,
+                name="context_shift",
+            )  # fmt: skip
+            self.context_scale = self.add_weight(
+                shape=(self.context_dim,), initializer="ones", trainable=False,
+                name="context_scale",
+            )  # fmt: skip
+            self.context_initialized = self.add_weight(
+                shape=(), initializer="zeros", trainable=False, name="context_initialized"
+            )
+            if not self.standardize_context:
+                self.context_initialized.assign(1.0)
         self._bits_per_dim_enabled = False
         self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
         self.build((None, *self.data_event_shape))
@@ -155,7 +174,11 @@ class Flow(TrainableModel):
         """The flow as one TFP bijector: ``tfb.Chain(layers[::-1])`` (forward: z -> x). A
         conditional flow's chain takes the context once, ``forward(z, context=c)``, and
         hands it to every conditional layer (``nfzoo.chain.ContextChain``)."""
-        return ContextChain(list(reversed(self.flow_layers)), name=f"{self.name}_chain")
+        return ContextChain(
+            list(reversed(self.flow_layers)),
+            context_transform=self._context if self.context_dim else None,
+            name=f"{self.name}_chain",
+        )
 
     @property
     def distribution(self) -> tfd.Distribution:
@@ -207,7 +230,7 @@ class Flow(TrainableModel):
             isinstance(temperature, int | float | np.floating) and temperature > 0
         ):
             raise ValueError(f"sample expects a temperature > 0; received {temperature!r}.")
-        context = self._context(context)
+        context = self._checked_context(context)  # standardised in _folded
         shape = [int(n)]
         if context is not None:
             shape += context.shape[:-1].as_list()
@@ -272,9 +295,21 @@ class Flow(TrainableModel):
         return inputs, None
 
     def _context(self, context):
+        """The checked context, standardised (see ``standardized_context``); None for an
+        unconditional flow."""
+        context = self._checked_context(context)
+        return None if context is None else self.standardized_context(context)
+
+    def _checked_context(self, context):
         who = f"Flow {self.name!r}"
         dtype = tf.as_dtype(self.compute_dtype)
         return check_context(context, self.context_dim, dtype, who).get("context")
+
+    def standardized_context(self, context: tf.Tensor) -> tf.Tensor:
+        """(c - shift) / scale: the context as the layers see it. shift and scale are the
+        mean and standard deviation of the first batch of contexts ``fit`` (or
+        ``initialize``) sees, kept as weights; (0, 1) with ``standardize_context=False``."""
+        return (context - self.context_shift) / self.context_scale
 
     def _data(self, x):
         x = as_float_tensor(x, tf.as_dtype(self.compute_dtype), who=f"Flow {self.name!r}")
@@ -429,12 +464,28 @@ class Flow(TrainableModel):
 
     @property
     def is_initialized(self) -> bool:
-        """Whether every layer with data-dependent initialisation has been initialised."""
-        return all(layer.is_data_initialized for layer in self.flow_layers)
+        """Whether every layer with data-dependent initialisation has been initialised (and,
+        for a conditional flow, the context's standardisation)."""
+        layers = all(layer.is_data_initialized for layer in self.flow_layers)
+        return layers and (self.context_dim is None or self._context_is_initialized)
+
+    @property
+    def _context_is_initialized(self) -> bool:
+        return bool(self.context_initialized.numpy() > 0)
 
     def initialize(self, x, context=None) -> None:
-        """Initialises data-dependent layers (ActNorm) from a batch of data ``x`` (and its
-        contexts), running the inverse pass from the data side up to the last such layer."""
+        """Initialises data-dependent layers (ActNorm) from a batch of data ``x`` (and of its
+        contexts: their standardisation first), running the inverse pass from the data side
+        up to the last such layer."""
+        if self.context_dim is not None and not self._context_is_initialized:
+            c = self._checked_context(context)
+            c = tf.reshape(c, [-1, self.context_dim])
+            mean, var = tf.nn.moments(c, axes=[0])
+            std = tf.sqrt(var)
+            # a constant feature keeps scale 1 (it carries no information to rescale)
+            self.context_shift.assign(mean)
+            self.context_scale.assign(tf.where(std > 1e-6 * (1.0 + tf.abs(mean)), std, 1.0))
+            self.context_initialized.assign(1.0)
         context = self._context(context)
         x, context, _ = fold_batch(self._data(x), len(self.data_event_shape), context)
         initialize_chain(self.flow_layers, x, context)
@@ -455,6 +506,7 @@ class Flow(TrainableModel):
             "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
             "event_shape": list(self.data_event_shape),
             "base": self.base,
+            "standardize_context": self.standardize_context,
             "layers": [keras.saving.serialize_keras_object(layer) for layer in self.flow_layers],
         }
 

@@ -107,6 +107,7 @@ def build(
     name: str | None = None,
     context_dim: int | None = None,
     conditional_base: bool = False,
+    standardize: bool = False,
     **options,
 ) -> Flow:
     """Builds the architecture ``arch`` for data of ``event_shape``.
@@ -121,6 +122,10 @@ def build(
         ``list_architectures(conditional=True)``); None: unconditional.
       conditional_base: with ``context_dim``, make the base N(mu(c), diag sigma(c)^2) (a
         ``ConditionalAffine`` layer next to the base noise).
+      standardize: add an ``ActNorm`` next to the data, initialised from the first batch to
+        its mean and standard deviation: the layers then see standardised data (spline
+        layers act on [-bound, bound] only). A conditional flow standardises its context
+        in any case (``Flow(standardize_context=True)``).
       **options: architecture options (see each builder: ``num_layers``, ``hidden_units``...).
     """
     entry = ARCHITECTURES.get(arch)
@@ -150,6 +155,8 @@ def build(
         layers = entry.builder(event, dtype=dtype, seed=seed, **options)
         if conditional_base:
             layers = [ConditionalAffine(context_dim, dtype=dtype, name="conditional_base"), *layers]
+        if standardize:
+            layers.append(ActNorm(event_ndims=entry.event_rank, dtype=dtype, name="standardize"))
         return Flow(layers, event_shape=shape, name=name or arch.replace("-", "_"), dtype=dtype)
 
 

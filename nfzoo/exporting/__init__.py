@@ -173,15 +173,18 @@ def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict) -> dic
 
 
 def _parity_inputs(flow: Flow, frozen):
-    """Fixed inputs (noise z, data x = g(z') from the Keras model, contexts c ~ N(0, I) for a
-    conditional flow) and the Keras model's outputs."""
+    """Fixed inputs (noise z, data x = g(z') from the Keras model, for a conditional flow
+    contexts c = shift + scale * N(0, I), i.e. of the spread of the contexts it was fitted
+    to, see ``Flow.standardized_context``) and the Keras model's outputs."""
     rng = np.random.RandomState(PARITY_SEED)
     n = max(PARITY_BATCHES)
     z = rng.standard_normal((n, *flow.base_event_shape)).astype(np.float32)
     inputs = {"z": z}
     kw = {}
     if flow.context_dim is not None:
-        inputs["context"] = rng.standard_normal((n, flow.context_dim)).astype(np.float32)
+        u = rng.standard_normal((n, flow.context_dim))
+        c = flow.context_shift.numpy() + flow.context_scale.numpy() * u
+        inputs["context"] = c.astype(np.float32)
         kw = {"context": inputs["context"]}
     x = flow.generate(rng.standard_normal((n, *flow.base_event_shape)).astype(np.float32), **kw)
     inputs["x"] = np.asarray(x, np.float32)

@@ -305,7 +305,9 @@ def endpoint_functions(flow: Flow) -> dict[str, tuple[Callable, list[tf.TensorSp
 
     def checked(u, shape, context):
         u = rows(u, shape)
-        return u, (None if context is None else rows_like(context, u, context_dim))
+        if context is None:
+            return u, None
+        return u, flow.standardized_context(rows_like(context, u, context_dim))
 
     def forward(z, context=None):
         z, context = checked(z, base_shape, context)
@@ -336,12 +338,12 @@ def endpoint_functions(flow: Flow) -> dict[str, tuple[Callable, list[tf.TensorSp
         if context is None:
             z = tf.random.normal(tf.concat([[n], base_shape], axis=0), dtype=dtype)
             return {"x": forward(z)[1]}
-        context = rows(context, [context_dim])
+        context = flow.standardized_context(rows(context, [context_dim]))
         batch = tf.shape(context)[:1]
         z = tf.random.normal(tf.concat([[n], batch, base_shape], axis=0), dtype=dtype)
         z = tf.reshape(z, [-1, *base_shape])  # row i * batch + j: draw i for context j
         tiled = tf.reshape(tf.tile(context[None], tf.stack([n, 1, 1])), [-1, context_dim])
-        x = forward(z, tiled)[1]
+        x = _chain_pass([k.forward for k in kernels], reverse=False)(z, tiled)[0]
         return {"x": tf.reshape(x, tf.concat([[n], batch, data_shape], axis=0))}
 
     specs = {
