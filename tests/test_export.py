@@ -219,7 +219,7 @@ NO_TF_CHECK = textwrap.dedent(
             x = lite.get_signature_runner("sample")(n=np.array(n, np.int32))["x"]
             onnx = ort.InferenceSession(str(folder / m["formats"]["onnx"]["files"]["sample"]))
             (y,) = onnx.run(None, {"n": np.array(n, np.int32)})
-            assert x.shape == y.shape == (n, m["flow"]["event_shape"][0]), (x.shape, y.shape)
+            assert x.shape == y.shape == (n, *m["flow"]["event_shape"]), (x.shape, y.shape)
             assert np.all(np.isfinite(x)) and np.all(np.isfinite(y))
     assert not any(k.split(".")[0] == "tensorflow" for k in sys.modules), "tensorflow imported"
     print(f"OK {checked}")
