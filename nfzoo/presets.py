@@ -21,7 +21,6 @@ Names are derived, never written by hand: ``<architecture>[-<variant>]-<data>``,
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,14 +91,6 @@ class Preset:
             "evaluation": self.evaluation,
         }
         return json.loads(json.dumps(declared))
-
-    def replace(self, **changes: Any) -> Preset:
-        """A copy with some fields changed; ``training`` and ``evaluation`` given as mappings
-        update the declared ones key by key (``preset.replace(training={"steps": 100})``)."""
-        for key in ("training", "evaluation"):
-            if key in changes:
-                changes[key] = {**getattr(self, key), **changes[key]}
-        return dataclasses.replace(self, **changes)
 
     def build(self):
         """The untrained model of this preset (a Flow, or a FlowVAE), seeded as in training."""
