@@ -1,5 +1,6 @@
 # Every target installs what it needs: a virtual environment in .venv (ignored by git),
-# rebuilt whenever setup.cfg or pyproject.toml changes.
+# reinstalled whenever setup.cfg, pyproject.toml or constraints.txt changes. setup.cfg
+# declares compatible version ranges; constraints.txt pins the versions the tests ran with.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,10 +10,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: main test lint format slow clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 main: $(STAMP)  ## the main job: train, score, sample, save and reload a flow

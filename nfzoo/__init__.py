@@ -4,9 +4,10 @@ import nfzoo
 flow = nfzoo.build("maf", 2)          # or nfzoo.build("glow", (8, 8, 1))
 flow.fit(x, epochs=10)
 flow.log_prob(x), flow.sample(100)
+flow = nfzoo.load("maf-moons")         # a pretrained entry (nfzoo.list_pretrained())
 """
 
-from nfzoo import data, layers, targets, vae, vi
+from nfzoo import data, kinds, layers, presets, targets, vae, vi
 from nfzoo.bijector_layer import BijectorLayer
 from nfzoo.exporting import export
 from nfzoo.flow import Flow
@@ -22,10 +23,12 @@ __all__ = [
     "build",
     "data",
     "export",
+    "kinds",
     "layers",
     "list_architectures",
     "list_pretrained",
     "load",
+    "presets",
     "pretrained_entry",
     "targets",
     "vae",

@@ -1,14 +1,17 @@
 """The ``nfzoo`` command.
 
-    nfzoo list                                   pretrained entries and their metrics
-    nfzoo info NAME                              one entry's card
-    nfzoo sample NAME -n N -o out.npy|out.csv    draw samples
+    nfzoo list [PATTERN] [--architecture A] [--kind K]   pretrained entries and their metrics
+    nfzoo info NAME                              an entry's (or a folder's) card
+    nfzoo verify [NAME ...]                      recompute entries' metrics from their weights
+    nfzoo sample NAME -n N -o out.npy|out.csv    draw samples (flows and flow-VAEs)
     nfzoo logprob NAME --input x.npy|x.csv       log-density of each row
     nfzoo train ARCH --data moons|x.npy|x.csv --out DIR   train and save_pretrained
     nfzoo plot NAME -o out.png                   density and samples (2-D), sample grid (64-d)
     nfzoo export NAME --formats onnx tflite --out DIR   parity-checked deployable graphs
 
-NAME is a pretrained entry or a folder written by ``save_pretrained`` / ``nfzoo train``.
+NAME is a pretrained entry (or a former name of one) or a folder written by
+``save_pretrained`` / ``nfzoo train``, resolved as ``nfzoo.load`` resolves it (a bare name
+that is both a folder here and an entry takes the folder, with a warning).
 Bad input (a missing file, the wrong number of columns, NaN rows) is reported in one line
 with a non-zero exit status; output files are written atomically (temp file, then rename).
 """
@@ -91,18 +94,39 @@ def write_array(path: str | os.PathLike, x: np.ndarray) -> Path:
 # ---- commands -----------------------------------------------------------------------------
 
 
-def _load(name: str):
-    """The Flow called ``name``; the subcommands that use it sample, score and export flows."""
-    import nfzoo
+def _resolve(name: str):
+    """What ``name`` names (a PretrainedEntry or a folder's path); an ambiguity warning is
+    printed as one line on stderr."""
+    import warnings
 
+    from nfzoo.pretrained import resolve
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            found = resolve(name)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+    for warning in caught:
+        print(f"nfzoo: warning: {warning.message}", file=sys.stderr)
+    return found
+
+
+def _load(name: str, vae_too: bool = False):
+    """The model called ``name``: a Flow, or also a FlowVAE where ``vae_too`` (the commands
+    that only draw samples)."""
+    import nfzoo
+    from nfzoo.pretrained import PretrainedEntry
+
+    found = _resolve(name)
     try:
-        model = nfzoo.load(name)
+        model = found.load() if isinstance(found, PretrainedEntry) else nfzoo.load(found)
     except ValueError as e:
         raise CLIError(str(e)) from None
-    if not isinstance(model, nfzoo.Flow):
+    if not isinstance(model, nfzoo.Flow) and not (vae_too and isinstance(model, nfzoo.vae.FlowVAE)):
         raise CLIError(
-            f"{name} is a {type(model).__name__}, not a flow: this command samples, scores and "
-            "exports flows; load it in Python with nfzoo.load"
+            f"{name} is a {type(model).__name__}, not a flow: this command scores and exports "
+            "flows (a FlowVAE samples with nfzoo sample and nfzoo plot; in Python, nfzoo.load)"
         )
     return model
 
@@ -110,39 +134,78 @@ def _load(name: str):
 def cmd_list(args) -> None:
     import nfzoo
 
-    entries = nfzoo.list_pretrained()
+    try:
+        entries = nfzoo.list_pretrained(
+            args.pattern, architecture=args.architecture, kind=args.kind
+        )
+    except ValueError as e:
+        raise CLIError(str(e)) from None
     if not entries:
-        print("no pretrained entries")
+        print("no pretrained entries match")
         return
     width = max(len(e.name) for e in entries)
     print(
         f"{'name':{width}s} {'kind':10s} {'architecture':21s} {'data/target':16s} "
-        f"{'metric (nats)':>22s} {'size':>8s}"
+        f"{'metric (nats)':>22s} {'size':>8s}  former names"
     )
     for e in entries:
         label, value = e.headline
         data = e.dataset.get("name") or e.dataset.get("target", "")
         print(
             f"{e.name:{width}s} {e.kind:10s} {e.architecture:21s} {data:16s} "
-            f"{label:>12s} {value:9.4f} {e.size_bytes / 1e6:7.2f}M"
+            f"{label:>12s} {value:9.4f} {e.size_bytes / 1e6:7.2f}M  {', '.join(e.aliases)}"
         )
 
 
 def cmd_info(args) -> None:
+    import json
+
+    from nfzoo.pretrained import CARD_FILE, CONFIG_FILE, PretrainedEntry
+
+    found = _resolve(args.name)
+    folder = found.path if isinstance(found, PretrainedEntry) else found
+    if (folder / CARD_FILE).is_file():
+        print((folder / CARD_FILE).read_text(), end="")
+    elif (folder / CONFIG_FILE).is_file():  # a folder saved without a card: its facts
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        facts = {k: v for k, v in config.items() if k not in ("flow", "flow_vae")}
+        print(f"# {folder}\n\n{json.dumps(facts, indent=2)}")
+    else:
+        raise CLIError(f"{folder} has neither {CARD_FILE} nor {CONFIG_FILE}: not a saved model")
+
+
+def cmd_verify(args) -> None:
     import nfzoo
+    from nfzoo.pretrained import verify
 
     try:
-        entry = nfzoo.pretrained_entry(args.name)
+        if args.names:
+            names = [nfzoo.pretrained_entry(n).name for n in args.names]
+        else:
+            names = [e.name for e in nfzoo.list_pretrained()]
     except ValueError as e:
         raise CLIError(str(e)) from None
-    print((entry.path / "card.md").read_text(), end="")
+    print(f"{'entry':38s} {'metric':28s} {'card':>12s} {'recomputed':>12s}  agrees")
+    failed = []
+    for name in names:
+        for check in verify(name):
+            print(
+                f"{name:38s} {check.metric.label:28s} {check.recorded:12.6f} "
+                f"{check.recomputed:12.6f}  {'yes' if check.ok else 'NO'}",
+                flush=True,
+            )
+            if not check.ok:
+                failed.append(f"{name} ({check.metric.label})")
+    if failed:
+        raise CLIError(f"{len(failed)} figure(s) differ from their card: {', '.join(failed)}")
+    print(f"all {len(names)} entries reproduce their cards")
 
 
 def cmd_sample(args) -> None:
     if args.n < 1:
         raise CLIError(f"-n must be a positive number of samples; received {args.n}")
-    flow = _load(args.name)
-    x = flow.sample(args.n, seed=args.seed).numpy()
+    model = _load(args.name, vae_too=True)
+    x = model.sample(args.n, seed=args.seed).numpy()
     x = x.reshape(len(x), -1)
     print(f"wrote {write_array(args.output, x)} ({len(x)} samples)")
 
@@ -235,11 +298,12 @@ def _is_chief() -> bool:
 
 
 def cmd_plot(args) -> None:
-    flow = _load(args.name)
+    model = _load(args.name, vae_too=True)
     from nfzoo import plots
 
-    draw = plots.density_figure if flow.event_size == 2 else plots.sample_grid
-    print(f"wrote {draw(flow, args.output, seed=args.seed)}")
+    is_2d = getattr(model, "event_size", None) == 2
+    draw = plots.density_figure if is_2d else plots.sample_grid
+    print(f"wrote {draw(model, args.output, seed=args.seed)}")
 
 
 # ---- parser ---------------------------------------------------------------------------------
@@ -251,13 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nfzoo", description="Normalizing flows: the zoo.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="pretrained entries and their metrics").set_defaults(fn=cmd_list)
+    p = sub.add_parser("list", help="pretrained entries and their metrics")
+    p.add_argument("pattern", nargs="?", help="glob pattern on names, e.g. 'maf-*' or '*-u1'")
+    p.add_argument("--architecture", help="only this architecture (e.g. glow-1d)")
+    p.add_argument("--kind", help="only this kind (density, reverse-kl, flow-vae)")
+    p.set_defaults(fn=cmd_list)
 
-    p = sub.add_parser("info", help="show an entry's card")
-    p.add_argument("name")
+    p = sub.add_parser("info", help="show the card of an entry or a save_pretrained folder")
+    p.add_argument("name", help="pretrained entry or save_pretrained folder")
     p.set_defaults(fn=cmd_info)
 
-    p = sub.add_parser("sample", help="draw samples into .npy or .csv")
+    p = sub.add_parser("verify", help="recompute entries' metrics from their shipped weights")
+    p.add_argument("names", nargs="*", help="entries (default: every entry)")
+    p.set_defaults(fn=cmd_verify)
+
+    p = sub.add_parser("sample", help="draw samples (a flow's or a flow-VAE's) into .npy or .csv")
     p.add_argument("name", help="pretrained entry or save_pretrained folder")
     p.add_argument("-n", type=int, default=1000, help="number of samples")
     p.add_argument("-o", "--output", required=True, help="out.npy or out.csv")

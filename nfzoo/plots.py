@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from nfzoo import targets as targets_lib
 from nfzoo.files import write_file_atomically
 from nfzoo.flow import Flow
+from nfzoo.vae import FlowVAE
 
 __all__ = [
     "density_figure",
@@ -147,34 +148,46 @@ def density_figure(flow: Flow, path: str | os.PathLike, seed: int = 0, size: int
 
 
 def sample_grid(
-    flow: Flow,
+    model: Flow | FlowVAE,
     path: str | os.PathLike,
     seed: int = 0,
     rows: int = 8,
     temperature: float = 1.0,
     value_range: tuple[float, float] | None = None,
 ) -> Path:
-    """A rows x rows grid of samples drawn at ``temperature``, shown as images: image flows
-    ([H, W, 1] grey or [H, W, 3] colour) as they are, vector flows of a square size D = s^2
-    (64-d digits) as s x s grey images. Values are clipped to ``value_range`` (default: [0, K]
-    for a flow with logit pre-processing on K levels, else [0, 1]). Writes a PNG atomically;
-    returns its path."""
-    shape = flow.data_event_shape
+    """A rows x rows grid of samples, shown as images: image flows ([H, W, 1] grey or
+    [H, W, 3] colour) as they are, vector flows of a square size D = s^2 (64-d digits) as
+    s x s grey images, a FlowVAE's draws through its decoder (binarised digits) as s x s
+    black-and-white images. Flows sample at ``temperature``; values are clipped to
+    ``value_range`` (default: [0, K] for a flow with logit pre-processing on K levels, else
+    [0, 1]). Writes a PNG atomically; returns its path."""
+    if isinstance(model, FlowVAE):
+        if temperature != 1.0:
+            raise ValueError(f"a FlowVAE samples at temperature 1; received {temperature}.")
+        shape, size = (model.input_dim,), model.input_dim
+        what = "draws through the decoder"
+    else:
+        shape, size = model.data_event_shape, model.event_size
+        what = f"samples, T = {temperature:g}"
     if len(shape) == 3 and shape[-1] in (1, 3):
         height, width, channels = shape
     else:
-        side = round(np.sqrt(flow.event_size))
-        if len(shape) != 1 or side * side != flow.event_size:
+        side = round(np.sqrt(size))
+        if len(shape) != 1 or side * side != size:
             raise ValueError(
                 "sample_grid needs images [H, W, 1 or 3] or square vectors; received event "
                 f"shape {shape}."
             )
         height, width, channels = side, side, 1
     if value_range is None:
-        logit = [layer for layer in flow.flow_layers if type(layer).__name__ == "Logit"]
+        layers = [] if isinstance(model, FlowVAE) else model.flow_layers
+        logit = [layer for layer in layers if type(layer).__name__ == "Logit"]
         value_range = (0.0, float(logit[0].num_levels)) if logit else (0.0, 1.0)
     lo, hi = value_range
-    x = flow.sample(rows * rows, seed=seed, temperature=temperature).numpy()
+    if isinstance(model, FlowVAE):
+        x = model.sample(rows * rows, seed=seed).numpy()
+    else:
+        x = model.sample(rows * rows, seed=seed, temperature=temperature).numpy()
     x = (np.clip(x, lo, hi) - lo) / (hi - lo)
     x = x.reshape(rows, rows, height, width, channels)
     # a one-pixel mid-grey border around each sample keeps neighbours apart
@@ -192,7 +205,7 @@ def sample_grid(
         interpolation="nearest",
     )
     ax.set_axis_off()
-    ax.set_title(f"{flow.name}: {rows * rows} samples, T = {temperature:g}", fontsize=9)
+    ax.set_title(f"{model.name}: {rows * rows} {what}", fontsize=9)
     fig.tight_layout()
     return _save_atomically(fig, Path(path))
 

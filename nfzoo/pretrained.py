@@ -1,31 +1,43 @@
-"""Pretrained flows: the registry of shipped entries, ``load`` and ``save_pretrained``.
+"""Pretrained models: the registry of shipped entries, ``load``, ``verify`` and
+``save_pretrained``.
 
-Layout of one pretrained flow (a registry entry under ``pretrained/<name>/`` or any folder
-written by ``save_pretrained``):
+Layout of one pretrained model (a registry entry, or any folder written by
+``save_pretrained``):
 
     config.json         the model's Keras config (under "flow" for a Flow, "flow_vae" for a
-                        FlowVAE), its weights' sha256, dataset or target, training budget,
-                        held-out metrics and the command that reproduced it
+                        FlowVAE), its weights' sha256 and, for an entry, its record: the
+                        preset's declaration, the metrics measured and the facts of the run
     model.weights.h5    the weights (Keras HDF5 weights; no pickle anywhere)
     card.md             the same facts for people
 
-The registry is ``pretrained/index.json``: for each entry, the sha256 of its config.json and
-of its weights, its summary, its kind and its metrics. Kinds: "density" (a Flow fitted to data
-by maximum likelihood; headline metric test NLL), "reverse-kl" (a Flow fitted to an
-unnormalised target density; headline KL(q || p)), "flow-vae" (a FlowVAE; headline test
-importance-weighted NLL). ``load(name)`` checks both digests before it parses a byte of either
-file, so a truncated or altered file is refused with a clear error.
-Only names listed in the index are entries: a string that looks like a path is never joined
-onto the pretrained folder; ``load`` treats an existing directory as a ``save_pretrained``
-folder (whose config.json records its own weights' digest).
+The entries' recipes are the presets of ``nfzoo.presets``; their files live in the top-level
+``pretrained/`` folder of the source tree, which the wheel and the sdist carry into the
+installed package as ``nfzoo/_pretrained/`` (setup.cfg maps that package onto the folder, so
+there is one copy). ``pretrained/index.json`` is the registry: for each shipped entry the
+sha256 of its config.json and of its weights, its size and its metrics. ``load`` checks both
+digests before it parses a byte of either file, so a truncated or altered file is refused
+with a clear error.
+
+How ``load`` (and every ``nfzoo`` command) resolves a string:
+
+1. a ``pathlib.Path`` (any ``os.PathLike``), or a string that looks like a path (it holds a
+   path separator, or starts with "." or "~"), is a folder written by ``save_pretrained``;
+   a path-like string is never joined onto the pretrained folder;
+2. a bare name ("maf-moons") is a registry entry or one of its aliases (former names), unless
+   the working directory holds a ``save_pretrained`` folder (one with a config.json) of that
+   name: then the folder wins, as the user's own files come first, and an
+   ``AmbiguousNameWarning`` names both. ``load("./maf-moons")`` takes the folder and
+   ``load("maf-moons", source="pretrained")`` the entry, without a warning.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +45,23 @@ import keras
 
 from nfzoo.files import atomic_directory, sha256_file
 from nfzoo.flow import Flow
+from nfzoo.kinds import KINDS, Kind, Metric
+from nfzoo.presets import PRESETS, Preset
 from nfzoo.registry import Registry
 from nfzoo.vae import FlowVAE
 
 __all__ = [
+    "AmbiguousNameWarning",
+    "Check",
+    "IntegrityError",
     "PretrainedEntry",
     "list_pretrained",
     "load",
     "pretrained_dir",
     "pretrained_entry",
+    "resolve",
     "save_pretrained",
+    "verify",
 ]
 
 FORMAT = "nfzoo.pretrained/1"
@@ -50,41 +69,73 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 CARD_FILE = "card.md"
 INDEX_FILE = "index.json"
+#: the folder of the entries inside the installed package (mapped from pretrained/)
+PACKAGE_DATA_DIR = "_pretrained"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 #: the key of the model's Keras config in config.json, per loadable class
 MODEL_KEYS: dict[str, type] = {"flow": Flow, "flow_vae": FlowVAE}
-#: each kind's headline metric: (key in metrics, label)
-HEADLINES = {
-    "density": ("test_nll_nats", "test NLL"),
-    "reverse-kl": ("kl_nats", "KL(q||p)"),
-    "flow-vae": ("test_iw_nll_nats", "test IW-NLL"),
-}
+#: what ``load``'s ``source`` may say
+SOURCES = ("auto", "pretrained", "folder")
 
 
 class IntegrityError(ValueError):
     """A pretrained file does not match its recorded sha256 (truncated or altered)."""
 
 
+class AmbiguousNameWarning(UserWarning):
+    """A bare name names both a ``save_pretrained`` folder in the working directory and a
+    pretrained entry; the folder was taken."""
+
+
 def pretrained_dir() -> Path:
-    """The folder of the shipped entries: ``$NFZOO_PRETRAINED_DIR`` or the repository's
+    """The folder of the shipped entries: ``$NFZOO_PRETRAINED_DIR`` when set (a folder laid out
+    like pretrained/); else the installed package's ``nfzoo/_pretrained/``; else, when nfzoo
+    runs from a source checkout (editable install, PYTHONPATH), the checkout's
     ``pretrained/``."""
     env = os.environ.get("NFZOO_PRETRAINED_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "pretrained"
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parent
+    installed = package / PACKAGE_DATA_DIR
+    if (installed / INDEX_FILE).is_file():
+        return installed
+    return package.parent / "pretrained"
 
 
 @dataclass(frozen=True)
 class PretrainedEntry:
-    """One registry entry, as recorded in ``pretrained/index.json``."""
+    """One shipped entry: its preset (the declaration) and its record in the registry
+    (``pretrained/index.json``: digests, size, the metrics measured when it was trained)."""
 
-    name: str
-    summary: str
+    preset: Preset
     config_sha256: str
     weights_sha256: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    dataset: dict[str, Any] = field(default_factory=dict)
-    architecture: str = ""
-    size_bytes: int = 0
-    kind: str = "density"
+    metrics: dict[str, float]
+    size_bytes: int
+
+    @property
+    def name(self) -> str:
+        return self.preset.name
+
+    @property
+    def summary(self) -> str:
+        return self.preset.summary
+
+    @property
+    def kind(self) -> str:
+        return self.preset.kind
+
+    @property
+    def architecture(self) -> str:
+        return self.preset.architecture
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        return dict(self.preset.dataset)
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        return self.preset.aliases
 
     @property
     def path(self) -> Path:
@@ -93,50 +144,163 @@ class PretrainedEntry:
     @property
     def headline(self) -> tuple[str, float]:
         """(label, value) of the entry's main metric (lower is better for every kind)."""
-        key, label = HEADLINES[self.kind]
-        return label, float(self.metrics.get(key, float("nan")))
+        metric = KINDS.get(self.kind).headline
+        return metric.label, float(self.metrics.get(metric.key, float("nan")))
+
+    def load(self) -> Flow | FlowVAE:
+        """The entry's model, digests checked (``nfzoo.load(name, source="pretrained")``)."""
+        return _load_folder(self.path, self.config_sha256, self.weights_sha256)
 
 
 def _registry() -> Registry[PretrainedEntry]:
-    registry: Registry[PretrainedEntry] = Registry("pretrained entry")
     index_path = pretrained_dir() / INDEX_FILE
-    if index_path.exists():
-        for name, record in json.loads(index_path.read_text()).items():
-            registry.add(name, PretrainedEntry(name=name, **record))
+    if not index_path.is_file():
+        raise FileNotFoundError(
+            f"nfzoo's pretrained entries are missing: {index_path} does not exist. An "
+            "installed nfzoo carries them in nfzoo/_pretrained/ (reinstall it); a source "
+            "checkout in pretrained/; NFZOO_PRETRAINED_DIR, when set, must name such a folder."
+        )
+    registry: Registry[PretrainedEntry] = Registry("pretrained entry")
+    for name, record in json.loads(index_path.read_text()).items():
+        if name not in PRESETS or PRESETS.canonical(name) != name:
+            raise ValueError(
+                f"{index_path} records {name!r}, which no preset of nfzoo.presets declares "
+                "under that name."
+            )
+        registry.add(name, PretrainedEntry(preset=PRESETS.get(name), **record))
+        for alias in PRESETS.aliases_of(name):
+            registry.alias(alias, name)
     return registry
 
 
-def list_pretrained() -> list[PretrainedEntry]:
-    """Every shipped entry, with its metrics, sorted by name."""
+def known_architectures() -> list[str]:
+    """Every architecture a pretrained entry may have (those of every kind)."""
+    return sorted({arch for name in KINDS.names() for arch in KINDS.get(name).architectures()})
+
+
+def list_pretrained(
+    pattern: str | None = None, *, architecture: str | None = None, kind: str | None = None
+) -> list[PretrainedEntry]:
+    """The shipped entries, with their metrics, sorted by name.
+
+    Args:
+      pattern: a glob pattern (``fnmatch``: ``*``, ``?``, ``[...]``) that an entry's name or
+        one of its aliases matches, e.g. "maf-*" or "*-u1".
+      architecture: only entries of this architecture (exactly: "realnvp" is not
+        "realnvp-image").
+      kind: only entries of this kind ("density", "reverse-kl", "flow-vae").
+    """
+    if pattern is not None and not isinstance(pattern, str):
+        raise ValueError(f"pattern must be a glob string such as 'maf-*'; received {pattern!r}.")
+    if kind is not None:
+        KINDS.get(kind)  # raises, naming the known kinds
+    if architecture is not None and architecture not in known_architectures():
+        raise ValueError(
+            f"Unknown architecture {architecture!r}; known: {', '.join(known_architectures())}."
+        )
     registry = _registry()
-    return [registry.get(name) for name in registry.names()]
+    entries = [registry.get(name) for name in registry.names()]
+    return [
+        e
+        for e in entries
+        if (kind is None or e.kind == kind)
+        and (architecture is None or e.architecture == architecture)
+        and (pattern is None or any(fnmatch.fnmatchcase(n, pattern) for n in (e.name, *e.aliases)))
+    ]
 
 
 def pretrained_entry(name: str) -> PretrainedEntry:
-    """The registry entry called ``name`` (ValueError with the closest names otherwise)."""
+    """The registry entry called ``name`` or one of its aliases (ValueError with the closest
+    names otherwise)."""
     return _registry().get(name)
 
 
-def load(name_or_dir: str | os.PathLike) -> Flow | FlowVAE:
-    """A ready model from a registry entry name or a ``save_pretrained`` folder: a Flow, or a
-    FlowVAE for the "flow-vae" entries.
+def resolve(name_or_dir: str | os.PathLike, source: str = "auto") -> PretrainedEntry | Path:
+    """What ``name_or_dir`` names: a registry entry, or the path of a folder (see the module
+    docstring for the rule). ``source`` forces one reading: "pretrained" (an entry) or
+    "folder"."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}; received {source!r}.")
+    if not isinstance(name_or_dir, str | os.PathLike):
+        raise ValueError(
+            "expected the name of a pretrained entry or the path of a folder; received "
+            f"{type(name_or_dir).__name__} {name_or_dir!r}."
+        )
+    key = os.fspath(name_or_dir)
+    bare = isinstance(name_or_dir, str) and NAME_PATTERN.match(key) is not None
+    if source == "pretrained":
+        return _registry().get(key)
+    folder = Path(key).expanduser()
+    if source == "folder" or not bare:
+        if folder.is_dir():
+            return folder
+        if source == "folder":
+            raise ValueError(f"{key!r} is not a folder.")
+        raise ValueError(
+            f"{key!r} is neither a pretrained entry nor a folder written by save_pretrained "
+            "(path-like names are read as folders only)."
+        )
+    try:
+        registry = _registry()
+    except FileNotFoundError:
+        if folder.is_dir():  # a user's folder loads even where the zoo's files are missing
+            return folder
+        raise
+    saved_here = (folder / CONFIG_FILE).is_file()
+    if key in registry and saved_here:
+        warnings.warn(
+            f"{key!r} names both the folder ./{key} (written by save_pretrained) and the "
+            f"pretrained entry {registry.canonical(key)!r}; taking the folder. Pass "
+            f"'./{key}' for the folder or source='pretrained' for the entry.",
+            AmbiguousNameWarning,
+            stacklevel=3,
+        )
+        return folder
+    if key in registry:
+        return registry.get(key)
+    if folder.is_dir():
+        return folder
+    return registry.get(key)  # raises, with the closest names
+
+
+def load(name_or_dir: str | os.PathLike, *, source: str = "auto") -> Flow | FlowVAE:
+    """A ready model from a registry entry's name (or alias) or a ``save_pretrained`` folder:
+    a Flow, or a FlowVAE for the "flow-vae" entries. How a string is read is the module
+    docstring's rule; ``source="pretrained"`` or ``"folder"`` forces one reading.
 
     The sha256 of config.json and of the weights are checked before either is parsed; the
     config may only name nfzoo and Keras classes; weights load from HDF5 (no pickle)."""
-    registry = _registry()
-    key = os.fspath(name_or_dir)
-    if isinstance(name_or_dir, str) and key in registry:
-        entry = registry.get(key)
-        return _load_folder(entry.path, entry.config_sha256, entry.weights_sha256)
-    path = Path(key).expanduser()
-    if path.is_dir():
-        return _load_folder(path, None, None)
-    if isinstance(name_or_dir, str) and NAME_PATTERN.match(key):
-        registry.get(key)  # raises with the closest names
-    raise ValueError(
-        f"{key!r} is neither a pretrained entry nor a folder written by save_pretrained. "
-        f"Entries: {', '.join(registry.names()) or 'none'}."
-    )
+    found = resolve(name_or_dir, source)
+    if isinstance(found, PretrainedEntry):
+        return found.load()
+    return _load_folder(found, None, None)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One metric of an entry recomputed from its shipped weights (``verify``)."""
+
+    entry: str
+    metric: Metric
+    recorded: float
+    recomputed: float
+
+    @property
+    def ok(self) -> bool:
+        return self.metric.agrees(self.recorded, self.recomputed)
+
+
+def verify(name: str) -> list[Check]:
+    """Loads the entry ``name`` (digests checked) and recomputes the metrics its kind checks,
+    with its preset's protocol: one ``Check`` per metric, holding the recorded and the
+    recomputed value."""
+    entry = pretrained_entry(name)
+    kind: Kind = KINDS.get(entry.kind)
+    recomputed = kind.evaluate(entry.load(), entry.preset)
+    return [
+        Check(entry.name, metric, float(entry.metrics[metric.key]), float(recomputed[metric.key]))
+        for metric in kind.checked(entry.preset)
+    ]
 
 
 def _check_digest(path: Path, expected: str) -> None:
@@ -228,9 +392,14 @@ def save_pretrained(
             "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
             **(metadata or {}),
         }
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (tmp / CONFIG_FILE).write_text(config_text(config))
         (tmp / CARD_FILE).write_text(card or _default_card(model, config))
     return directory
+
+
+def config_text(config: dict[str, Any]) -> str:
+    """config.json's text: sorted keys, two-space indents (stable digests for equal content)."""
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
 def _default_card(model: Flow | FlowVAE, config: dict) -> str:

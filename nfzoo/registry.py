@@ -1,5 +1,6 @@
-"""One registry mechanism for every named thing in nfzoo (architectures now; pretrained
-entries use the same class): lookup by name, listing, and errors that suggest close names."""
+"""One registry mechanism for every named thing in nfzoo (architectures, presets, kinds of
+pretrained entry, pretrained entries): lookup by name or alias, listing, and errors that
+suggest close names."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A name -> entry mapping with helpful errors.
+    """A name -> entry mapping with helpful errors. An entry may also answer to aliases
+    (former names, kept so that old code keeps working); ``names()`` lists canonical names
+    only.
 
     Args:
       kind: what the entries are, for messages ("architecture", "pretrained entry").
@@ -20,30 +23,48 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._aliases: dict[str, str] = {}
 
     def add(self, name: str, entry: T) -> T:
-        if name in self._entries:
+        if name in self:
             raise ValueError(f"The {self.kind} {name!r} is already registered.")
         self._entries[name] = entry
         return entry
 
-    def get(self, name: str) -> T:
+    def alias(self, alias: str, name: str) -> None:
+        """Makes ``alias`` another name of the registered entry ``name``."""
+        if name not in self._entries:
+            raise ValueError(f"Cannot alias {alias!r} to {name!r}: no {self.kind} {name!r}.")
+        if alias in self:
+            raise ValueError(f"The {self.kind} {alias!r} is already registered.")
+        self._aliases[alias] = name
+
+    def canonical(self, name: str) -> str:
+        """The canonical name of ``name`` (itself, or the entry an alias points to)."""
         if not isinstance(name, str):
             raise ValueError(f"A {self.kind} name must be a string; received {name!r}.")
-        try:
-            return self._entries[name]
-        except KeyError:
-            close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.4)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ValueError(
-                f"Unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}."
-            ) from None
+        if name in self._entries:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        known = [*self._entries, *self._aliases]
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"Unknown {self.kind} {name!r}.{hint} Known: {', '.join(self.names())}.")
+
+    def get(self, name: str) -> T:
+        return self._entries[self.canonical(name)]
+
+    def aliases_of(self, name: str) -> list[str]:
+        """The aliases of the entry ``name``, sorted."""
+        name = self.canonical(name)
+        return sorted(a for a, target in self._aliases.items() if target == name)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -219,6 +219,27 @@ class FlowVAE(TrainableModel):
         self.loss_tracker.update_state(-tf.reduce_mean(self(x)))
         return {"loss": self.loss_tracker.result()}
 
+    # ---- generation --------------------------------------------------------------------
+
+    def sample(self, n: int, seed: int | None = None, probabilities: bool = False) -> tf.Tensor:
+        """Draws ``n`` new data points through the decoder: z ~ p(z) = N(0, I), then
+        x ~ Bernoulli(sigmoid(decode(z))); returns [n, input_dim] of 0.0 / 1.0. With
+        ``probabilities``, the Bernoulli means sigmoid(decode(z)) instead of draws. The
+        posterior flow takes no part: it is q(z | x), for inference. The same ``seed`` gives
+        the same draws (stateless noise); None draws fresh noise."""
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"n must be a positive number of samples; received {n!r}.")
+        shape = (int(n), self.latent_dim)
+        dtype = self.compute_dtype
+        if seed is None:
+            z = tf.random.normal(shape, dtype=dtype)
+            u = tf.random.uniform((int(n), self.input_dim), dtype=dtype)
+        else:
+            z = tf.random.stateless_normal(shape, seed=(seed, 0), dtype=dtype)
+            u = tf.random.stateless_uniform((int(n), self.input_dim), seed=(seed, 1), dtype=dtype)
+        p = tf.sigmoid(self.decode(z))
+        return p if probabilities else tf.cast(u < p, dtype)
+
     # ---- evaluation --------------------------------------------------------------------
 
     def sample_log_weights(self, x, num_samples: int, seed: int = 0, batch_size: int = 100):

@@ -27,14 +27,64 @@ def test_list_and_info(capsys):
     assert code == 2 and "Did you mean 'maf-moons'" in err
 
 
-def test_list_shows_each_kind_with_its_metric_and_flow_commands_refuse_a_vae(capsys, tmp_path):
+def test_list_filters_and_shows_former_names(capsys):
+    code, out, _ = run(capsys, "list", "glow*", "--kind", "density")
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert code == 0 and set(rows) == {"glow-1d-moons", "glow-1d-pinwheel", "glow-digits"}
+    assert rows["glow-1d-moons"].rstrip().endswith("glow1d-moons")
+    code, out, _ = run(capsys, "list", "--architecture", "realnvp-image")
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["realnvp-image-digits"]
+    code, out, _ = run(capsys, "list", "nothing-*")
+    assert code == 0 and out.strip() == "no pretrained entries match"
+    code, _, err = run(capsys, "list", "--kind", "npe")
+    assert code == 2 and "Unknown kind of pretrained entry 'npe'" in err
+
+
+def test_info_takes_a_folder_and_warns_when_a_name_is_also_an_entry(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flow = nfzoo.build("nice", 2, num_layers=2, hidden_units=[8])
+    flow.save_pretrained("maf-moons", card="# my own moons\n")
+    flow.save_pretrained(tmp_path / "plain")
+    (tmp_path / "plain" / "card.md").unlink()  # a folder without a card: its facts
+    code, out, err = run(capsys, "info", "maf-moons")
+    assert code == 0 and out == "# my own moons\n"
+    assert "names both the folder ./maf-moons" in err and "taking the folder" in err
+    code, out, err = run(capsys, "info", "./maf-moons")
+    assert code == 0 and out == "# my own moons\n" and err == ""
+    code, out, _ = run(capsys, "info", str(tmp_path / "plain"))
+    assert code == 0 and '"weights_sha256"' in out
+
+
+def test_list_shows_each_kind_with_its_metric(capsys):
     code, out, _ = run(capsys, "list")
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert code == 0 and len(rows) == len(nfzoo.list_pretrained())
     assert "reverse-kl" in rows["planar-u1"] and "KL(q||p)" in rows["planar-u1"]
-    assert "flow-vae" in rows["vae-digits-iaf"] and "test IW-NLL" in rows["vae-digits-iaf"]
-    code, _, err = run(capsys, "sample", "vae-digits-iaf", "-n", "5", "-o", str(tmp_path / "s.npy"))
+    vae_row = rows["flow-vae-iaf-digits"]
+    assert "flow-vae" in vae_row and "test IW-NLL" in vae_row and "vae-digits-iaf" in vae_row
+
+
+def test_a_flow_vae_samples_and_plots_digits_but_has_no_log_density(capsys, tmp_path):
+    out_file = tmp_path / "digits.npy"
+    code, out, _ = run(capsys, "sample", "vae-digits-iaf", "-n", "20", "-o", str(out_file))
+    assert code == 0 and "20 samples" in out
+    x = np.load(out_file)
+    assert x.shape == (20, 64) and set(np.unique(x)) <= {0.0, 1.0}
+    png = tmp_path / "digits.png"
+    code, _, _ = run(capsys, "plot", "flow-vae-iaf-digits", "-o", str(png))
+    assert code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, _, err = run(capsys, "logprob", "flow-vae-iaf-digits", "--input", str(out_file))
     assert code == 2 and "is a FlowVAE, not a flow" in err
-    assert not (tmp_path / "s.npy").exists()
+
+
+def test_verify_recomputes_cards(capsys):
+    code, out, _ = run(capsys, "verify", "maf-moons", "glow1d-moons")
+    assert code == 0, out
+    rows = [line.split() for line in out.splitlines()[1:-1]]
+    assert [(r[0], r[-1]) for r in rows] == [("maf-moons", "yes"), ("glow-1d-moons", "yes")]
+    assert out.splitlines()[-1] == "all 2 entries reproduce their cards"
+    code, _, err = run(capsys, "verify", "maf-moonz")
+    assert code == 2 and "Did you mean 'maf-moons'" in err
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])

@@ -1,55 +1,131 @@
-"""The pretrained zoo: every card's figure is reproduced from the shipped weights, loading is
-safe, save_pretrained round-trips atomically, and a loaded flow fine-tunes with fit."""
+"""The pretrained zoo: every entry is declared by a preset and named after its architecture,
+its record agrees with its preset, every card's figure is reproduced from the shipped weights
+(computed here independently of the kinds' own evaluation), names and folders resolve by one
+documented rule, loading is safe, save_pretrained round-trips atomically, and a loaded flow
+fine-tunes with fit."""
 
 import functools
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 
 import nfzoo
-from nfzoo import pretrained, targets, vae, vi
-from nfzoo.pretrained import IntegrityError
+from nfzoo import presets, pretrained, targets, vae, vi
+from nfzoo.kinds import KINDS
+from nfzoo.pretrained import AmbiguousNameWarning, IntegrityError
 
 ENTRIES = [e.name for e in nfzoo.list_pretrained()]
 
 
 def entries_of(kind: str) -> list[str]:
-    return [e.name for e in nfzoo.list_pretrained() if e.kind == kind]
+    return [e.name for e in nfzoo.list_pretrained(kind=kind)]
 
 
 VI_ARCHS = ("planar", "sylvester-orthogonal", "sylvester-householder", "sylvester-triangular")
+#: the entries' names before names were derived from architectures, and the entries they
+#: name now
+RENAMED = {
+    "glow1d-moons": "glow-1d-moons",
+    "glow1d-pinwheel": "glow-1d-pinwheel",
+    "realnvp-digits": "realnvp-image-digits",
+    **{f"vae-digits-{p}": f"flow-vae-{p}-digits" for p in vae.POSTERIORS},
+}
 EXPECTED = {
     *(f"{arch}-u{i}" for arch in VI_ARCHS for i in (1, 2, 3, 4)),
-    *(f"vae-digits-{posterior}" for posterior in vae.POSTERIORS),
+    *RENAMED.values(),
     "maf-moons",
     "realnvp-moons",
     "nice-moons",
     "iaf-moons",
-    "glow1d-moons",
     "maf-circles",
     "realnvp-8gaussians",
-    "glow1d-pinwheel",
     "realnvp-checkerboard",
     "realnvp-2spirals",
     "maf-digits",
     "glow-digits",
-    "realnvp-digits",
 }
 
 
 def test_the_zoo_has_its_entries_within_budget():
-    assert set(ENTRIES) >= EXPECTED
+    assert set(ENTRIES) == EXPECTED
     total = sum(p.stat().st_size for p in pretrained.pretrained_dir().rglob("*") if p.is_file())
     assert total < 50e6
 
 
+def test_every_preset_ships_and_every_entry_has_a_preset():
+    assert set(ENTRIES) == set(presets.PRESETS.names())
+    index = json.loads((pretrained.pretrained_dir() / "index.json").read_text())
+    assert set(index) == set(ENTRIES)
+    folders = {p.name for p in pretrained.pretrained_dir().iterdir() if p.is_dir()}
+    assert folders == set(ENTRIES)
+
+
+def test_names_start_with_a_registered_architecture_and_old_names_are_aliases():
+    for entry in nfzoo.list_pretrained():
+        kind = KINDS.get(entry.kind)
+        assert entry.architecture in kind.architectures(), entry.name
+        assert entry.name.startswith(entry.architecture + "-"), entry.name
+        # nothing but the data (and a variant) follows the architecture
+        assert entry.name.endswith("-" + entry.preset.data), entry.name
+    for old, new in RENAMED.items():
+        assert nfzoo.pretrained_entry(old).name == new
+        assert old in nfzoo.pretrained_entry(new).aliases
+    flow = nfzoo.load("glow1d-moons")
+    x = nfzoo.data.make_moons(16, seed=3)
+    np.testing.assert_array_equal(flow.log_prob(x), nfzoo.load("glow-1d-moons").log_prob(x))
+
+
+def test_every_record_agrees_with_its_preset():
+    """A preset edited without retraining its entry would make the card describe a recipe the
+    weights did not come from."""
+    for entry in nfzoo.list_pretrained():
+        config = json.loads((entry.path / "config.json").read_text())
+        for key, declared in entry.preset.declaration().items():
+            assert config[key] == declared, (entry.name, key)
+        assert config["metrics"] == entry.metrics, entry.name
+        assert config["command"] == f"python tools/train_zoo.py {entry.name}"
+        model_key = KINDS.get(entry.kind).model_key
+        assert config[model_key]["name"] == entry.name.replace("-", "_")
+        assert entry.preset.event_shape == tuple(config["architecture"]["event_shape"])
+
+
 def test_every_entry_is_of_a_known_kind_with_its_headline_metric():
     for entry in nfzoo.list_pretrained():
-        assert entry.kind in pretrained.HEADLINES
+        kind = KINDS.get(entry.kind)
         label, value = entry.headline
-        assert np.isfinite(value), (entry.name, label)
+        assert label == kind.headline.label and np.isfinite(value), (entry.name, label)
+        assert f"{value:.4f}" in (entry.path / "card.md").read_text(), entry.name
+
+
+def test_list_pretrained_filters_by_pattern_architecture_and_kind():
+    assert {e.name for e in nfzoo.list_pretrained("*-u1")} == {f"{a}-u1" for a in VI_ARCHS}
+    assert {e.name for e in nfzoo.list_pretrained("glow1d-*")} == {
+        "glow-1d-moons",
+        "glow-1d-pinwheel",
+    }  # former names match too
+    realnvp = {e.name for e in nfzoo.list_pretrained(architecture="realnvp")}
+    assert realnvp == {
+        "realnvp-moons",
+        "realnvp-8gaussians",
+        "realnvp-checkerboard",
+        "realnvp-2spirals",
+    }
+    assert [e.name for e in nfzoo.list_pretrained(architecture="realnvp-image")] == [
+        "realnvp-image-digits"
+    ]
+    vaes = nfzoo.list_pretrained(kind="flow-vae")
+    assert len(vaes) == len(vae.POSTERIORS) and {e.architecture for e in vaes} == {"flow-vae"}
+    assert nfzoo.list_pretrained("maf-*", kind="reverse-kl") == []
+    assert nfzoo.list_pretrained(architecture="radial") == []  # registered, nothing shipped
+    with pytest.raises(ValueError, match="Unknown kind of pretrained entry 'vae'"):
+        nfzoo.list_pretrained(kind="vae")
+    with pytest.raises(ValueError, match="Unknown architecture 'glow1d'; known: .*glow-1d"):
+        nfzoo.list_pretrained(architecture="glow1d")
+    with pytest.raises(ValueError, match="pattern must be a glob string"):
+        nfzoo.list_pretrained(["maf-*"])
 
 
 @pytest.mark.parametrize("name", entries_of("density"))
@@ -59,13 +135,14 @@ def test_card_metric_is_reproduced_from_the_shipped_weights(name):
     flow = nfzoo.load(name)
     dataset = config["dataset"]
     _, _, test = nfzoo.data.load_dataset(dataset)
+    card = (entry.path / "card.md").read_text()
     if dataset["name"] == "digits-images":  # counts: bits/dim over fixed dequantizations
+        ev = config["evaluation"]
         bpd = nfzoo.data.bits_per_dim(
-            flow, test, 17, draws=dataset["eval_draws"], seed=dataset["eval_seed"]
+            flow, test, 17, draws=ev["dequantization_draws"], seed=ev["seed"]
         )
         np.testing.assert_allclose(bpd, config["metrics"]["test_bits_per_dim"], atol=1e-4)
         assert bpd < config["metrics"]["uniform_bits_per_dim"] - 1.0
-        card = (entry.path / "card.md").read_text()
         assert f"**{config['metrics']['test_bits_per_dim']:.4f}**" in card
         nll = bpd * test[0].size * np.log(2.0)
     else:
@@ -73,7 +150,7 @@ def test_card_metric_is_reproduced_from_the_shipped_weights(name):
     recorded = config["metrics"]["test_nll_nats"]
     assert entry.metrics["test_nll_nats"] == recorded
     np.testing.assert_allclose(nll, recorded, atol=1e-4, rtol=1e-6)
-    assert f"{recorded:.4f} nats" in (entry.path / "card.md").read_text()
+    assert f"**{recorded:.4f} nats**" in card
     assert nll < config["metrics"]["gaussian_test_nll_nats"]  # it learned something
 
 
@@ -88,9 +165,9 @@ def test_reverse_kl_card_is_reproduced_from_the_shipped_weights(name):
     config = json.loads((entry.path / "config.json").read_text())
     flow = nfzoo.load(name)
     assert isinstance(flow, nfzoo.Flow)
-    target = targets.get(config["target"]["name"])
+    target = targets.get(config["dataset"]["target"])
     log_z = _reference_log_z(target.name)
-    assert log_z == pytest.approx(config["target"]["log_z_reference"], abs=1e-9)
+    assert log_z == pytest.approx(config["metrics"]["log_z_reference"], abs=1e-9)
     m = config["metrics"]
     assert entry.metrics == m
     ev = config["evaluation"]
@@ -122,6 +199,31 @@ def test_flow_vae_card_is_reproduced_from_the_shipped_weights(name):
     assert iw_nll < neg_elbo  # L_k >= ELBO
     assert iw_nll < m["bernoulli_test_nll_nats"] - 5.0  # far better than independent pixels
     assert f"**{m['test_iw_nll_nats']:.4f} nats**" in (entry.path / "card.md").read_text()
+
+
+def test_verify_recomputes_the_checked_metrics_and_reports_a_mismatch(zoo_copy):
+    checks = pretrained.verify("maf-moons")
+    assert [c.metric.key for c in checks] == ["test_nll_nats"] and all(c.ok for c in checks)
+    index = json.loads((zoo_copy / "index.json").read_text())
+    index["maf-moons"]["metrics"]["test_nll_nats"] += 0.01  # a card that lies
+    (zoo_copy / "index.json").write_text(json.dumps(index))
+    (check,) = pretrained.verify("maf-moons")
+    assert not check.ok and check.recorded - check.recomputed == pytest.approx(0.01, abs=1e-9)
+
+
+def test_a_flow_vae_draws_digits_through_its_decoder():
+    model = nfzoo.load("flow-vae-sylvester-householder-digits")
+    x = model.sample(2000, seed=4).numpy()
+    assert x.shape == (2000, 64) and set(np.unique(x)) == {0.0, 1.0}
+    np.testing.assert_array_equal(model.sample(5, seed=4), x[:5])  # stateless, seeded
+    assert not np.array_equal(model.sample(5, seed=5), x[:5])
+    means = model.sample(2000, seed=4, probabilities=True).numpy()
+    assert means.min() >= 0.0 and means.max() <= 1.0
+    # samples from p(x) match the data's pixel frequencies; an untrained decoder gives 1/2
+    train, _, _ = nfzoo.data.binarized_digits()
+    assert np.mean(np.abs(x.mean(axis=0) - train.mean(axis=0))) < 0.05
+    with pytest.raises(ValueError, match="n must be a positive number of samples; received 0"):
+        model.sample(0)
 
 
 def test_flow_vae_round_trips_through_save_pretrained(tmp_path):
@@ -174,6 +276,44 @@ def test_path_like_names_are_not_resolved_as_entries(tmp_path, monkeypatch):
     for name in ("maf-moons/../maf-digits", "../pretrained/maf-moons", "/maf-moons"):
         with pytest.raises(ValueError, match="neither a pretrained entry nor a folder"):
             nfzoo.load(name)
+
+
+def test_a_folder_here_named_like_an_entry_wins_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mine = nfzoo.build("realnvp", 2, num_layers=2, hidden_units=[8], seed=3)
+    mine.save_pretrained("maf-moons")  # what `nfzoo train ... --out maf-moons` writes
+    x = nfzoo.data.make_moons(32, seed=1)
+    with pytest.warns(AmbiguousNameWarning, match="names both the folder ./maf-moons"):
+        loaded = nfzoo.load("maf-moons")
+    np.testing.assert_array_equal(loaded.log_prob(x), mine.log_prob(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit choice is not ambiguous
+        np.testing.assert_array_equal(nfzoo.load("./maf-moons").log_prob(x), mine.log_prob(x))
+        entry = nfzoo.load("maf-moons", source="pretrained")
+        folder = nfzoo.load(tmp_path / "maf-moons")  # a Path is always a folder
+    assert type(entry.flow_layers[0]).__name__ == "MaskedAutoregressive"
+    np.testing.assert_array_equal(folder.log_prob(x), mine.log_prob(x))
+    # a folder without config.json is not a saved model: the name is the entry's
+    (tmp_path / "maf-circles").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert nfzoo.load("maf-circles").name == "maf_circles"
+    with pytest.raises(ValueError, match="source must be one of"):
+        nfzoo.load("maf-moons", source="hub")
+    with pytest.raises(ValueError, match="expected the name of a pretrained entry or the path"):
+        nfzoo.load(3)
+
+
+def test_a_missing_zoo_is_an_error_not_an_empty_list(tmp_path, monkeypatch):
+    monkeypatch.setenv("NFZOO_PRETRAINED_DIR", str(tmp_path / "nothing"))
+    with pytest.raises(FileNotFoundError, match="pretrained entries are missing"):
+        nfzoo.list_pretrained()
+    with pytest.raises(FileNotFoundError, match="pretrained entries are missing"):
+        nfzoo.load("maf-moons")
+    # a user's own folder still loads
+    nfzoo.build("nice", 2, num_layers=2, hidden_units=[8]).save_pretrained(tmp_path / "f")
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(nfzoo.load("f"), nfzoo.Flow)
 
 
 def test_save_pretrained_round_trip_and_atomicity(tmp_path, monkeypatch):

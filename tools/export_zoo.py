@@ -1,17 +1,23 @@
-"""Regenerates export/<name>/ for every pretrained entry, and prints the parity tables.
+"""Regenerates the export shelf, export/<name>/, from the pretrained entries, and prints the
+parity tables.
 
     .venv/bin/python tools/export_zoo.py                 # one entry per architecture
-    .venv/bin/python tools/export_zoo.py --all           # every pretrained entry
+    .venv/bin/python tools/export_zoo.py --all           # every exportable entry
     .venv/bin/python tools/export_zoo.py maf-moons       # only these entries
+    .venv/bin/python tools/export_zoo.py --plan          # what would be exported or skipped
     .venv/bin/python tools/export_zoo.py --table         # print the table of export/*
     .venv/bin/python tools/export_zoo.py --builders      # every builder, small, in a temp dir
 
-Entries come from ``nfzoo.list_pretrained()``: by default the smallest entry of each
-architecture, which keeps export/ well inside its 60 MB budget (ONNX holds one file per
-endpoint, each with its own copy of the weights). Each export runs the mandatory parity
-check (SavedModel in TensorFlow, ONNX in onnxruntime, TFLite in LiteRT, batch 1 and 1000
-against the Keras model); the SavedModel is kept only where the folder stays within the size
-budget.
+By default the shelf holds the smallest entry of each architecture (to 0.1 MB, then the
+first by name), which keeps export/
+well inside its 60 MB budget (ONNX holds one file per endpoint, each with its own copy of
+the weights). Every other entry is skipped with its reason, printed first: another entry
+stands for its architecture, or its kind does not export (a FlowVAE is not a Flow). Each
+export runs the mandatory parity check (SavedModel in TensorFlow, ONNX in onnxruntime, TFLite
+in LiteRT, batch 1 and 1000 against the Keras model); the SavedModel is kept only where the
+folder stays within SAVED_MODEL_BUDGET. Folders not named after a current entry (an entry's
+former name) are removed, and export/README.md's table of folders is rewritten to list
+exactly the folders there.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import argparse
 import inspect
 import json
 import os
+import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -31,25 +39,43 @@ import numpy as np
 import nfzoo
 from nfzoo.exporting import FORMATS, export
 from nfzoo.exporting.cli import parity_table
+from nfzoo.files import write_file_atomically
+from nfzoo.kinds import KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORT_DIR = REPO / "export"
+README = EXPORT_DIR / "README.md"
 #: a SavedModel is shipped only when the entry's folder stays under this many bytes
 SAVED_MODEL_BUDGET = 5_000_000
 #: all of export/ must stay under this
 TOTAL_BUDGET = 60_000_000
+#: export/README.md's table of folders sits between these lines
+SHELF_BEGIN, SHELF_END = "<!-- shelf: written by tools/export_zoo.py -->", "<!-- end of shelf -->"
 
 
-def pretrained_names(every: bool = False) -> list[str]:
-    """Names of the pretrained entries to export: the smallest entry of each architecture
-    (``every``: all of them)."""
-    entries = sorted(nfzoo.list_pretrained(), key=lambda e: (e.size_bytes, e.name))
-    if every:
-        return sorted(e.name for e in entries)
-    chosen = {}
-    for e in entries:
-        chosen.setdefault(e.architecture, e.name)
-    return sorted(chosen.values())
+def plan(names: list[str] | None = None, every: bool = False) -> tuple[list[str], dict[str, str]]:
+    """(entries to export, {entry: why it is skipped}). ``names``: just these entries; else
+    ``every`` exportable entry, or the smallest entry of each architecture."""
+    entries = nfzoo.list_pretrained()
+    if names:
+        wanted = {nfzoo.pretrained_entry(n).name for n in names}
+        entries = [e for e in entries if e.name in wanted]
+    chosen, skipped = [], {}
+    stands_for: dict[str, str] = {}
+    # the smallest to 0.1 MB (so that a few bytes do not decide), then the first by name
+    for e in sorted(entries, key=lambda e: (round(e.size_bytes / 1e5), e.name)):
+        reason = KINDS.get(e.kind).not_exportable
+        if reason is not None:
+            skipped[e.name] = f"{e.kind}: {reason}"
+        elif names or every or e.architecture not in stands_for:
+            chosen.append(e.name)
+            stands_for.setdefault(e.architecture, e.name)
+        else:
+            skipped[e.name] = (
+                f"{e.architecture} is on the shelf as {stands_for[e.architecture]} (its smallest "
+                "entry); name this one or pass --all to export it too"
+            )
+    return sorted(chosen), dict(sorted(skipped.items()))
 
 
 def folder_size(path: Path) -> int:
@@ -68,7 +94,7 @@ def entry_source(name: str) -> dict:
 
 
 def up_to_date(name: str) -> dict | None:
-    """The existing manifest of ``name`` if it was exported from the current weights."""
+    """The existing manifest of ``name`` if it was exported from the current files."""
     path = EXPORT_DIR / name / "manifest.json"
     if not path.exists():
         return None
@@ -82,7 +108,7 @@ def export_entry(name: str, force: bool = False) -> dict:
     if not force and (manifest := up_to_date(name)) is not None:
         print(f"{name}: up to date (same config and weights sha256); --force re-exports it")
         return manifest
-    flow = nfzoo.load(name)
+    flow = nfzoo.load(name, source="pretrained")
     out = EXPORT_DIR / name
     source = entry_source(name)
     manifest = export(flow, out, formats=FORMATS, overwrite=True, name=name, source=source)
@@ -90,6 +116,47 @@ def export_entry(name: str, force: bool = False) -> dict:
         formats = ("onnx", "tflite")
         manifest = export(flow, out, formats=formats, overwrite=True, name=name, source=source)
     return manifest
+
+
+def remove_stale_folders() -> list[str]:
+    """Removes export/<folder>s whose name is not a current entry's (a former name, or an
+    entry no longer shipped); returns their names."""
+    current = {e.name for e in nfzoo.list_pretrained()}
+    stale = sorted(p.name for p in EXPORT_DIR.iterdir() if p.is_dir() and p.name not in current)
+    for name in stale:
+        shutil.rmtree(EXPORT_DIR / name)
+    return stale
+
+
+def shelf_table() -> str:
+    """The Markdown table of export/'s folders: entry, architecture, formats, size."""
+    lines = [
+        "| folder | architecture | kind | formats | size |",
+        "|---|---|---|---|---|",
+    ]
+    for path in sorted(EXPORT_DIR.glob("*/manifest.json")):
+        manifest = json.loads(path.read_text())
+        entry = nfzoo.pretrained_entry(manifest["source"]["pretrained"])
+        formats = ", ".join(manifest["formats"])
+        size = folder_size(path.parent) / 1e6
+        lines.append(
+            f"| `{path.parent.name}/` | {entry.architecture} | {entry.kind} | {formats} | "
+            f"{size:.1f} MB |"
+        )
+    total = folder_size(EXPORT_DIR) / 1e6
+    lines.append(f"| all of export/ | | | | {total:.1f} MB |")
+    return "\n".join(lines)
+
+
+def write_readme_table() -> None:
+    """Rewrites the table of folders in export/README.md (between the shelf markers)."""
+    text = README.read_text()
+    pattern = re.compile(re.escape(SHELF_BEGIN) + ".*?" + re.escape(SHELF_END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{README} lacks the lines {SHELF_BEGIN!r} ... {SHELF_END!r}.")
+    block = f"{SHELF_BEGIN}\n{shelf_table()}\n{SHELF_END}"
+    new = pattern.sub(lambda _: block, text)
+    write_file_atomically(README, lambda tmp: tmp.write_text(new))
 
 
 def small_builder_flow(arch: str, dim: int = 3, seed: int = 0, scale: float = 0.1):
@@ -114,9 +181,10 @@ def small_builder_flow(arch: str, dim: int = 3, seed: int = 0, scale: float = 0.
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="entries to export (default: all)")
+    parser.add_argument("names", nargs="*", help="entries to export (default: one per arch)")
     parser.add_argument("--all", action="store_true", help="every entry, not one per arch")
     parser.add_argument("--force", action="store_true", help="re-export up-to-date entries")
+    parser.add_argument("--plan", action="store_true", help="print the plan, export nothing")
     parser.add_argument("--table", action="store_true", help="print the table of export/*")
     parser.add_argument("--builders", action="store_true", help="export every builder, small")
     args = parser.parse_args(argv)
@@ -136,16 +204,27 @@ def main(argv=None) -> int:
         print(parity_table(manifests) if manifests else "export/ holds no artifacts.")
         return 0
 
-    names = args.names or pretrained_names(every=args.all)
-    if not names:
-        print("No pretrained entries (nfzoo.list_pretrained() is empty or missing): nothing to do.")
+    try:
+        names, skipped = plan(args.names, every=args.all)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}")
+    print(f"exporting {len(names)}: {', '.join(names) or 'nothing'}", flush=True)
+    if args.plan:
         return 0
     manifests = {}
     for name in names:
         manifests[name] = export_entry(name, force=args.force)
         print(f"export/{name}: {folder_size(EXPORT_DIR / name) / 1e6:.2f} MB", flush=True)
+    if not args.names:
+        for name in remove_stale_folders():
+            print(f"removed export/{name}: not the name of a current entry")
+    write_readme_table()
     total = folder_size(EXPORT_DIR)
-    print(parity_table(manifests))
+    if manifests:
+        print(parity_table(manifests))
     print(f"export/ holds {total / 1e6:.2f} MB")
     if total > TOTAL_BUDGET:
         print(f"export/ exceeds its budget of {TOTAL_BUDGET / 1e6:.0f} MB", file=sys.stderr)

@@ -10,7 +10,6 @@ log-densities.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -29,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def pretrained_part(name: str, out: Path) -> bool:
     entry = nfzoo.pretrained_entry(name)
-    config = json.loads((entry.path / "config.json").read_text())
     flow = nfzoo.load(name)  # sha256-checked
-    _, _, test = nfzoo.data.load_dataset(config["dataset"])
+    _, _, test = nfzoo.data.load_dataset(entry.preset.dataset)
     nll = float(-np.mean(flow.log_prob(test)))
     card = entry.metrics["test_nll_nats"]
     print(f"[1] nfzoo.load({name!r}): {entry.summary}")
@@ -54,11 +52,12 @@ def pretrained_part(name: str, out: Path) -> bool:
 
 def image_part(name: str, out: Path) -> bool:
     entry = nfzoo.pretrained_entry(name)
-    spec = json.loads((entry.path / "config.json").read_text())["dataset"]
+    preset = entry.preset  # the declared data set and evaluation protocol
     flow = nfzoo.load(name)
-    _, _, test = nfzoo.data.load_dataset(spec)
+    _, _, test = nfzoo.data.load_dataset(preset.dataset)
+    ev = preset.evaluation
     bpd = nfzoo.data.bits_per_dim(
-        flow, test, nfzoo.data.DIGITS_LEVELS, draws=spec["eval_draws"], seed=spec["eval_seed"]
+        flow, test, nfzoo.data.DIGITS_LEVELS, draws=ev["dequantization_draws"], seed=ev["seed"]
     )
     card = entry.metrics["test_bits_per_dim"]
     print(f"[2] nfzoo.load({name!r}): {entry.summary}")

@@ -5,8 +5,10 @@ one fixed training budget, as a Markdown table (and JSON under out/).
         [--posteriors none planar ...] [--latent-dim 8] [--num-flows 4] [--seeds 0 1 2]
 
 Data: nfzoo.data.binarized_digits() (pixel >= 8 of 0..16; fixed split 1000 / 350 / 447).
-Every posterior: the same FlowVAE (encoder 64 -> 128 -> 128, decoder mirrored, latent 8,
-4 flow steps), the same seeds (initial weights and shuffling), Adam 1e-3, batch 100, the same
+The protocol is that of the registry's flow-VAE entries (``nfzoo.presets.flow_vae``, where
+its values are declared once); the options change it. Every posterior: the same FlowVAE
+(encoder 64 -> 128 -> 128, decoder mirrored, latent 8, 4 flow steps), the same seeds (initial
+weights and shuffling), Adam 1e-3, batch 100, the same
 number of steps, jit_compile=True, no KL warm-up, no early stopping. -ELBO is the mean over
 examples of a 100-sample ELBO estimate; IW-NLL is -L_k with k = --k (Burda et al. 2015), both
 in nats per example, on fixed evaluation noise. With several seeds the table shows means over
@@ -19,53 +21,46 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
 import numpy as np
 
-from nfzoo import data, vae
+from nfzoo import data, presets, vae
+from nfzoo.kinds.flow_vae import measure, train_flow_vae
 
 
-def train_vae(posterior, train, seed, args, name=None):
-    """A FlowVAE with ``posterior`` trained at the table's budget; returns (model, History,
-    fit seconds). ``args`` holds latent_dim, hidden, num_flows, lr, batch_size and steps."""
-    keras.utils.set_random_seed(seed)
-    model = vae.FlowVAE(
+def preset_of(posterior: str, seed: int, args) -> presets.Preset:
+    """The registry's flow-VAE protocol (``nfzoo.presets.flow_vae``) with this command's
+    budget and sizes."""
+    return presets.flow_vae(
+        posterior,
         latent_dim=args.latent_dim,
         hidden_units=args.hidden,
-        posterior=posterior,
         num_flows=args.num_flows,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
         seed=seed,
-        name=name,
+        iw_samples=args.k,
     )
-    model.compile(learning_rate=args.lr)
-    epochs = args.steps // (len(train) // args.batch_size)
-    start = time.perf_counter()
-    history = model.fit(train, batch_size=args.batch_size, epochs=epochs, shuffle=True, verbose=0)
-    return model, history, time.perf_counter() - start
-
-
-def measure(model, train, test, k) -> dict:
-    """The table's figures (nats per example): test and train -ELBO (100-sample estimate,
-    noise seed 1), test IW-NLL with k samples (noise seed 2)."""
-    return {
-        "test_neg_elbo": float(-model.elbo(test, num_samples=100, seed=1).mean()),
-        "test_iw_nll": float(model.importance_weighted_nll(test, k, seed=2).mean()),
-        "train_neg_elbo": float(-model.elbo(train, num_samples=100, seed=1).mean()),
-    }
 
 
 def run_one(name, train, test, args, seed) -> dict:
-    model, history, seconds = train_vae(name, train, seed, args)
+    preset = preset_of(name, seed, args)
+    model, history, seconds = train_flow_vae(preset, train)
+    figures = measure(model, test, preset)
+    ev = preset.evaluation
     return {
         "posterior": name,
         "seed": seed,
         "steps": int(model.optimizer.iterations.numpy()),
-        **measure(model, train, test, args.k),
+        "test_neg_elbo": figures["test_neg_elbo_nats"],
+        "test_iw_nll": figures["test_iw_nll_nats"],
+        "train_neg_elbo": float(
+            -model.elbo(train, num_samples=ev["elbo_samples"], seed=ev["elbo_seed"]).mean()
+        ),
         "final_train_loss": float(history.history["loss"][-1]),
         "parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "flow_parameters": int(sum(np.prod(w.shape) for w in model.flow.trainable_weights)),
@@ -81,17 +76,19 @@ def _mean_se(values) -> str:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    """The command line; ``make_parser().parse_args([])`` is the table's default budget."""
+    """The command line; its defaults are the registry's protocol (``presets.flow_vae``)."""
+    protocol = presets.flow_vae("none")
+    t, ev, options = protocol.training, protocol.evaluation, protocol.options
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--k", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=t["steps"])
+    parser.add_argument("--k", type=int, default=ev["iw_samples"])
     parser.add_argument("--posteriors", nargs="*", default=list(vae.POSTERIORS))
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0])
-    parser.add_argument("--latent-dim", type=int, default=8)
-    parser.add_argument("--num-flows", type=int, default=4)
-    parser.add_argument("--hidden", type=int, nargs="*", default=[128, 128])
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[t["seed"]])
+    parser.add_argument("--latent-dim", type=int, default=options["latent_dim"])
+    parser.add_argument("--num-flows", type=int, default=options["num_flows"])
+    parser.add_argument("--hidden", type=int, nargs="*", default=options["hidden_units"])
+    parser.add_argument("--batch-size", type=int, default=t["batch_size"])
+    parser.add_argument("--lr", type=float, default=t["learning_rate"])
     parser.add_argument("--out", default="out/vae_table.json")
     return parser
 
