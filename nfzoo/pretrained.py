@@ -39,16 +39,18 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
-
-from nfzoo.files import atomic_directory, sha256_file
-from nfzoo.flow import Flow
+from nfzoo import config_checks
+from nfzoo.config_checks import MODEL_KEYS
+from nfzoo.files import PRETRAINED_FORMAT, atomic_directory, sha256_file
 from nfzoo.kinds import KINDS, Kind, Metric
 from nfzoo.presets import PRESETS, Preset
 from nfzoo.registry import Registry
-from nfzoo.vae import FlowVAE
+
+if TYPE_CHECKING:  # imported where used: listing and resolving names need no TensorFlow
+    from nfzoo.flow import Flow
+    from nfzoo.vae import FlowVAE
 
 __all__ = [
     "AmbiguousNameWarning",
@@ -64,7 +66,7 @@ __all__ = [
     "verify",
 ]
 
-FORMAT = "nfzoo.pretrained/1"
+FORMAT = PRETRAINED_FORMAT
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 CARD_FILE = "card.md"
@@ -72,8 +74,8 @@ INDEX_FILE = "index.json"
 #: the folder of the entries inside the installed package (mapped from pretrained/)
 PACKAGE_DATA_DIR = "_pretrained"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-#: the key of the model's Keras config in config.json, per loadable class
-MODEL_KEYS: dict[str, type] = {"flow": Flow, "flow_vae": FlowVAE}
+#: the fields of an entry's record in index.json
+INDEX_FIELDS = ("config_sha256", "weights_sha256", "metrics", "size_bytes")
 #: what ``load``'s ``source`` may say
 SOURCES = ("auto", "pretrained", "folder")
 
@@ -161,16 +163,51 @@ def _registry() -> Registry[PretrainedEntry]:
             "checkout in pretrained/; NFZOO_PRETRAINED_DIR, when set, must name such a folder."
         )
     registry: Registry[PretrainedEntry] = Registry("pretrained entry")
-    for name, record in json.loads(index_path.read_text()).items():
+    for name, record in _read_index(index_path).items():
+        registry.add(name, PretrainedEntry(preset=PRESETS.get(name), **record))
+        for alias in PRESETS.aliases_of(name):
+            registry.alias(alias, name)
+    return registry
+
+
+def _read_index(index_path: Path) -> dict[str, dict[str, Any]]:
+    """index.json, checked: an object of entries, each named like a preset (a bare name, so
+    it cannot reach outside the pretrained folder) with exactly ``INDEX_FIELDS``."""
+    try:
+        index = json.loads(index_path.read_text())
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{index_path} is not valid JSON ({e}).") from None
+    if not isinstance(index, dict):
+        raise ValueError(f"{index_path} must hold an object of entries; it holds a list or value.")
+    for name, record in index.items():
+        if not NAME_PATTERN.match(name):
+            raise ValueError(
+                f"{index_path} records the entry {name!r}: an entry's name is a bare name of "
+                "lowercase letters, digits, '.', '_' and '-' (no path)."
+            )
         if name not in PRESETS or PRESETS.canonical(name) != name:
             raise ValueError(
                 f"{index_path} records {name!r}, which no preset of nfzoo.presets declares "
                 "under that name."
             )
-        registry.add(name, PretrainedEntry(preset=PRESETS.get(name), **record))
-        for alias in PRESETS.aliases_of(name):
-            registry.alias(alias, name)
-    return registry
+        fields = sorted(record) if isinstance(record, dict) else None
+        if fields != sorted(INDEX_FIELDS):
+            raise ValueError(
+                f"{index_path}: the record of {name!r} must have exactly the fields "
+                f"{', '.join(INDEX_FIELDS)}; found {fields if fields is not None else record!r}."
+            )
+        metrics = record["metrics"]
+        if not (
+            all(isinstance(record[k], str) for k in ("config_sha256", "weights_sha256"))
+            and isinstance(record["size_bytes"], int)
+            and isinstance(metrics, dict)
+            and all(isinstance(v, int | float) for v in metrics.values())
+        ):
+            raise ValueError(
+                f"{index_path}: the record of {name!r} must hold two sha256 strings, an integer "
+                "size_bytes and numeric metrics."
+            )
+    return index
 
 
 def known_architectures() -> list[str]:
@@ -194,12 +231,15 @@ def list_pretrained(
         raise ValueError(f"pattern must be a glob string such as 'maf-*'; received {pattern!r}.")
     if kind is not None:
         KINDS.get(kind)  # raises, naming the known kinds
-    if architecture is not None and architecture not in known_architectures():
-        raise ValueError(
-            f"Unknown architecture {architecture!r}; known: {', '.join(known_architectures())}."
-        )
     registry = _registry()
     entries = [registry.get(name) for name in registry.names()]
+    # an architecture no entry has may still be a known one (nothing shipped): only then is
+    # the list of architectures (which imports TensorFlow) needed
+    shipped = {e.architecture for e in entries}
+    if architecture is not None and architecture not in shipped:
+        known = known_architectures()
+        if architecture not in known:
+            raise ValueError(f"Unknown architecture {architecture!r}; known: {', '.join(known)}.")
     return [
         e
         for e in entries
@@ -314,48 +354,41 @@ def _check_digest(path: Path, expected: str) -> None:
         )
 
 
-def _check_classes(config: Any) -> None:
-    """Refuses configs that name anything but nfzoo's registered classes and Keras's own."""
-    if isinstance(config, dict):
-        module = config.get("module")
-        registered = config.get("registered_name")
-        if "class_name" in config and module is not None:
-            if not (module == "keras" or module.startswith(("keras.", "nfzoo."))):
-                raise ValueError(f"pretrained config names a class outside nfzoo/Keras: {module}")
-            if registered is not None and not str(registered).startswith("nfzoo>"):
-                raise ValueError(f"pretrained config names an unknown class: {registered}")
-        for value in config.values():
-            _check_classes(value)
-    elif isinstance(config, list):
-        for value in config:
-            _check_classes(value)
+def _model_class(key: str) -> type:
+    """The class stored under ``key``; importing it registers every nfzoo class with Keras."""
+    import nfzoo.layers  # noqa: F401  (registers the layers a config names)
+    from nfzoo.flow import Flow
+    from nfzoo.vae import FlowVAE
+
+    return {"flow": Flow, "flow_vae": FlowVAE}[key]
 
 
 def _load_folder(
     folder: Path, config_sha256: str | None, weights_sha256: str | None
 ) -> Flow | FlowVAE:
-    config_path = folder / CONFIG_FILE
+    """Checks both files (digests, then config.json's layout and its sizes against the
+    weights file: ``nfzoo.config_checks``) before a single weight is allocated, then builds
+    the model and loads its weights."""
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if config_sha256 is not None:
         _check_digest(config_path, config_sha256)
     elif not config_path.is_file():
         raise ValueError(f"{folder} has no {CONFIG_FILE}: not a save_pretrained folder.")
+    config, key = config_checks.read_config(config_path, digest_known=weights_sha256 is not None)
+    _check_digest(weights_path, weights_sha256 or config["weights_sha256"])
+    config_checks.check_against_weights(config, key, weights_path, config_path)
+    import keras
+
     try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise IntegrityError(f"{config_path} is not valid JSON ({e}).") from None
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{config_path} has format {config.get('format')!r}; expected {FORMAT!r}.")
-    keys = [key for key in MODEL_KEYS if key in config]
-    if len(keys) != 1:
+        with keras.saving.custom_object_scope({}):
+            model = _model_class(key).from_config(config[key])
+        model.load_weights(weights_path)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(
-            f"{config_path} must hold exactly one model config under one of "
-            f"{sorted(MODEL_KEYS)}; found {keys or 'none'}."
-        )
-    _check_digest(folder / WEIGHTS_FILE, weights_sha256 or config["weights_sha256"])
-    _check_classes(config[keys[0]])
-    with keras.saving.custom_object_scope({}):
-        model = MODEL_KEYS[keys[0]].from_config(config[keys[0]])
-    model.load_weights(folder / WEIGHTS_FILE)
+            f"{folder} does not hold a model nfzoo can build from its {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE}: {type(e).__name__}: {detail}"
+        ) from e
     return model
 
 
@@ -375,14 +408,16 @@ def save_pretrained(
       metadata: extra facts stored in config.json (dataset, training budget, metrics,
         command). Must be JSON-serialisable.
       card: the Markdown card; a short default is written when None.
-      overwrite: replace an existing folder.
+      overwrite: replace an existing folder, if it is one nfzoo wrote (a save_pretrained or
+        export folder holding only its own files; ``nfzoo.files``); others are refused.
     """
-    keys = [key for key, cls in MODEL_KEYS.items() if isinstance(model, cls)]
+    keys = [key for key in MODEL_KEYS if isinstance(model, _model_class(key))]
     if not keys:
         raise TypeError(
             "save_pretrained writes a nfzoo Flow or FlowVAE; received "
             f"{type(model).__module__}.{type(model).__name__}."
         )
+    _refuse_non_finite(model)
     directory = Path(directory)
     with atomic_directory(directory, overwrite=overwrite) as tmp:
         model.save_weights(tmp / WEIGHTS_FILE)
@@ -397,13 +432,27 @@ def save_pretrained(
     return directory
 
 
+def _refuse_non_finite(model) -> None:
+    """A model with a NaN or inf weight computes nothing useful and would be saved as if it
+    did (a diverged training run, for instance)."""
+    import numpy as np
+
+    bad = [w.path for w in model.weights if not np.all(np.isfinite(np.asarray(w.numpy())))]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise ValueError(
+            f"refusing to save {model.name}: {len(bad)} weight(s) hold NaN or inf ({shown}); "
+            "training diverged or the weights were altered."
+        )
+
+
 def config_text(config: dict[str, Any]) -> str:
     """config.json's text: sorted keys, two-space indents (stable digests for equal content)."""
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
 def _default_card(model: Flow | FlowVAE, config: dict) -> str:
-    if isinstance(model, FlowVAE):
+    if isinstance(model, _model_class("flow_vae")):
         what = (
             f"A VAE on {model.input_dim}-d binary vectors with a {model.latent_dim}-d latent and "
             f"the {model.posterior_name!r} posterior ({model.num_flows} flow steps)."

@@ -6,6 +6,7 @@ fine-tunes with fit."""
 
 import functools
 import json
+import re
 import shutil
 import warnings
 
@@ -372,3 +373,97 @@ def test_a_loaded_flow_fine_tunes_on_shifted_data():
     flow.fit(train, batch_size=256, epochs=5, verbose=0)  # 80 steps
     after = float(flow.evaluate(test, batch_size=512, verbose=0))
     assert after < before - 0.5, (before, after)
+
+
+def saved_folder(tmp_path):
+    flow = nfzoo.build("nice", 2, num_layers=2, hidden_units=[8])
+    folder = flow.save_pretrained(tmp_path / "f")
+    return folder, json.loads((folder / "config.json").read_text())
+
+
+def test_config_sizes_are_checked_against_the_weights_before_anything_is_built(
+    tmp_path, monkeypatch
+):
+    """A 3 kB config.json asking for hidden_units [60000, 60000] made load allocate 13 GiB
+    per layer before any digest or shape was checked."""
+    folder, config = saved_folder(tmp_path)
+
+    def built(*args, **kwargs):
+        raise AssertionError("a model was built from a config that does not fit its weights")
+
+    monkeypatch.setattr(nfzoo.Flow, "from_config", built)
+    layers = config["flow"]["layers"]
+    cases = [
+        (
+            lambda c: [la["config"].update(hidden_units=[60000, 60000]) for la in layers],
+            "gives hidden_units 60000, but no array in model.weights.h5 has a dimension of 60000",
+        ),
+        (
+            lambda c: c["flow"].update(event_shape=[10**7]),
+            "gives event_shape 10000000, larger than any dimension stored",
+        ),
+        (
+            lambda c: c["flow"].update(layers=layers * 500),
+            f"lists {500 * len(layers)} layers; model.weights.h5 holds weights for {len(layers)}",
+        ),
+    ]
+    for change, message in cases:
+        broken = json.loads(json.dumps(config))
+        layers = broken["flow"]["layers"]
+        change(broken)
+        (folder / "config.json").write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=re.escape(message)):
+            nfzoo.load(folder)
+
+
+def test_malformed_configs_are_one_clear_error(tmp_path):
+    folder, config = saved_folder(tmp_path)
+
+    def without(key):
+        return {k: v for k, v in config.items() if k != key}
+
+    no_module = json.loads(json.dumps(config))
+    del no_module["flow"]["layers"][0]["module"]
+    deep_text = json.dumps(config)[:-1] + ', "metrics": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    no_layers = {k: v for k, v in config["flow"].items() if k != "layers"}
+    cases = [
+        (without("weights_sha256"), "must record the sha256 of model.weights.h5"),
+        ({**config, "flow": [config["flow"]]}, "'flow' must be an object; found list"),
+        ({**config, "flow": no_layers}, "'flow' must hold 'layers', a list of layer configs"),
+        ([config], "must hold a JSON object (format, model config, weights_sha256); it holds a"),
+        ({**config, "metrics": json.loads("[" * 70 + "]" * 70)}, "nests deeper than 64 levels"),
+        (deep_text, "nests deeper than 64 levels"),
+        (no_module, "the object of class_name 'ActNorm' must name its 'module' (a string)"),
+        ("{not json", "is not valid JSON"),
+    ]
+    for broken, message in cases:
+        text = broken if isinstance(broken, str) else json.dumps(broken)
+        (folder / "config.json").write_text(text)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            nfzoo.load(folder)
+
+
+def test_index_records_are_checked(zoo_copy):
+    index = json.loads((zoo_copy / "index.json").read_text())
+    cases = [
+        ({**index, "../x": index["maf-moons"]}, "records the entry '../x': an entry's name is"),
+        (
+            {"maf-moons": {**index["maf-moons"], "licence": "MIT"}},
+            "the record of 'maf-moons' must have exactly the fields config_sha256",
+        ),
+        ({"maf-moons": {**index["maf-moons"], "size_bytes": "big"}}, "an integer size_bytes"),
+        ([index], "must hold an object of entries"),
+    ]
+    for broken, message in cases:
+        (zoo_copy / "index.json").write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=re.escape(message)):
+            nfzoo.list_pretrained()
+
+
+def test_save_pretrained_refuses_non_finite_weights(tmp_path):
+    flow = nfzoo.build("nice", 2, num_layers=2, hidden_units=[8])
+    weight = flow.trainable_weights[0]
+    weight.assign(np.full(weight.shape, np.nan, weight.dtype))
+    with pytest.raises(ValueError, match=r"refusing to save nice: 1 weight\(s\) hold NaN or inf"):
+        flow.save_pretrained(tmp_path / "f")
+    assert list(tmp_path.iterdir()) == []

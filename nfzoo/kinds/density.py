@@ -14,16 +14,16 @@ Three families of data set, told apart by the preset's dataset name:
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nfzoo import data as nfzoo_data
-from nfzoo.flow import Flow
 from nfzoo.kinds.base import Kind, Metric, Trained, machine, register_kind
-from nfzoo.models import build, list_architectures
 from nfzoo.presets import Preset
-from nfzoo.training import train_flow
+
+if TYPE_CHECKING:  # TensorFlow is imported where a model is built: listing entries needs none
+    from nfzoo.flow import Flow
 
 __all__ = ["Density"]
 
@@ -58,12 +58,18 @@ class Density(Kind):
 
     @property
     def model_class(self) -> type:
+        from nfzoo.flow import Flow
+
         return Flow
 
     def architectures(self) -> list[str]:
+        from nfzoo.models import list_architectures
+
         return list_architectures()
 
     def build(self, preset: Preset) -> Flow:
+        from nfzoo.models import build
+
         return build(
             preset.architecture,
             preset.event_shape,
@@ -94,6 +100,8 @@ class Density(Kind):
         return metrics
 
     def train(self, preset: Preset, verbose: int = 2) -> Trained:
+        from nfzoo.training import train_flow
+
         train, val, test = nfzoo_data.load_dataset(preset.dataset)
         if tuple(train.shape[1:]) != tuple(preset.event_shape):
             raise ValueError(

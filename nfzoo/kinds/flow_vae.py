@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
 from nfzoo import data as nfzoo_data
 from nfzoo.kinds.base import Kind, Metric, Trained, machine, register_kind
 from nfzoo.presets import Preset
-from nfzoo.vae import FlowVAE
+
+if TYPE_CHECKING:  # TensorFlow is imported where a model is built: listing entries needs none
+    from nfzoo.vae import FlowVAE
 
 __all__ = ["FlowVAEKind", "measure", "train_flow_vae"]
 
@@ -22,6 +23,8 @@ def train_flow_vae(preset: Preset, train: np.ndarray, verbose: int = 0):
     """The preset's FlowVAE trained on ``train`` at its budget (whole epochs of shuffled
     batches; Keras's global seed and the model's seed from the preset). Returns (model,
     Keras History, fit seconds)."""
+    import keras
+
     t = preset.training
     keras.utils.set_random_seed(t["seed"])
     model = FlowVAEKind().build(preset)
@@ -59,12 +62,16 @@ class FlowVAEKind(Kind):
 
     @property
     def model_class(self) -> type:
+        from nfzoo.vae import FlowVAE
+
         return FlowVAE
 
     def architectures(self) -> list[str]:
         return ["flow-vae"]
 
     def build(self, preset: Preset) -> FlowVAE:
+        from nfzoo.vae import FlowVAE
+
         return FlowVAE(
             input_dim=preset.event_shape[0],
             seed=preset.training["seed"],

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nfzoo import targets as targets_lib
-from nfzoo import vi
-from nfzoo.flow import Flow
 from nfzoo.kinds.base import Kind, Metric, Trained, machine, register_kind
-from nfzoo.models import build, list_architectures
 from nfzoo.presets import Preset
+
+if TYPE_CHECKING:  # TensorFlow is imported where a model is built: listing entries needs none
+    from nfzoo import vi
+    from nfzoo.flow import Flow
 
 __all__ = ["ReverseKL", "reference_log_z"]
 
@@ -21,10 +21,14 @@ __all__ = ["ReverseKL", "reference_log_z"]
 @functools.cache
 def reference_log_z(target_name: str) -> float:
     """The reference log Z of a registered target (a quadrature takes a second: cached)."""
+    from nfzoo import targets as targets_lib
+
     return targets_lib.reference_log_z(targets_lib.get(target_name))
 
 
 def _reference_method(target_name: str) -> str:
+    from nfzoo import targets as targets_lib
+
     if targets_lib.get(target_name).log_z is not None:
         return "exact"
     return "nfzoo.targets.quadrature_log_z (2001 x 2001 grid over [-6, 6]^2)"
@@ -37,12 +41,18 @@ class ReverseKL(Kind):
 
     @property
     def model_class(self) -> type:
+        from nfzoo.flow import Flow
+
         return Flow
 
     def architectures(self) -> list[str]:
+        from nfzoo.models import list_architectures
+
         return list_architectures(event_rank=1)
 
     def build(self, preset: Preset) -> Flow:
+        from nfzoo.models import build
+
         return build(
             preset.architecture,
             preset.event_shape,
@@ -60,6 +70,9 @@ class ReverseKL(Kind):
         )
 
     def _measure(self, flow: Flow, preset: Preset) -> vi.Diagnostics:
+        from nfzoo import targets as targets_lib
+        from nfzoo import vi
+
         ev = preset.evaluation
         target = targets_lib.get(preset.dataset["target"])
         return vi.diagnostics(flow, target, num_samples=ev["num_samples"], seed=ev["seed"])
@@ -75,6 +88,9 @@ class ReverseKL(Kind):
         }
 
     def train(self, preset: Preset, verbose: int = 2) -> Trained:
+        from nfzoo import targets as targets_lib
+        from nfzoo import vi
+
         t = preset.training
         target_name = preset.dataset["target"]
         log_z = reference_log_z(target_name)
