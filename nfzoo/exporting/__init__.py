@@ -21,9 +21,10 @@ context row, x [n, batch, *event_shape]).
 Before anything is published every artifact is loaded in its runtime (TensorFlow for the
 SavedModel, onnxruntime, the ``ai_edge_litert`` interpreter) and run at batch 1, 1000 and
 10,000 (data inputs: the flow's own samples) on fixed inputs against the Keras model
-(``flow.log_prob``, ``flow.encode``, ...). An output that differs by more than ``TOLERANCE`` (absolute; relative where |value| > 100) fails the export
-with ``ExportError``; ``sample`` is random, so it is checked by shape, finiteness and its mean
-against the Keras model's samples. Everything is written to a temporary folder beside the
+(``flow.log_prob``, ``flow.encode``, ...). An output that differs by more than
+``TOLERANCE`` (absolute; relative where |value| > 100) fails the export with ``ExportError``;
+``sample`` is random, so it is checked by shape, finiteness and its mean against the Keras
+model's samples. Everything is written to a temporary folder beside the
 destination and renamed into place only once every check has passed.
 """
 
