@@ -54,7 +54,11 @@ def __getattr__(name: str):
     module = _NAMES.get(name, name)
     if importlib.util.find_spec(f"nfzoo.{module}") is None:
         raise AttributeError(f"module 'nfzoo' has no attribute {name!r}")
-    if module not in _LIGHT:  # the whole library, as an eager import would have had it
+    # a public name (nfzoo.build, nfzoo.Flow, ...) loads the whole library, as an eager import
+    # would have had it; a module (nfzoo.layers, or the library's own ``from nfzoo import
+    # _compat``, which asks this function first) is imported alone, so that a module that is
+    # half-way through its import never starts the library over
+    if name in _NAMES and module not in _LIGHT:
         for heavy in _LIBRARY:
             importlib.import_module(f"nfzoo.{heavy}")
     value = importlib.import_module(f"nfzoo.{module}")
