@@ -6,124 +6,246 @@
     nfzoo sample NAME -n N -o out.npy|out.csv    draw samples (flows and flow-VAEs)
     nfzoo logprob NAME --input x.npy|x.csv       log-density of each row
     nfzoo train ARCH --data moons|x.npy|x.csv --out DIR   train and save_pretrained
-    nfzoo plot NAME -o out.png                   density and samples (2-D), sample grid (64-d)
+    nfzoo plot NAME -o out.png|.jpg|.pdf|.svg    density and samples (2-D), sample grid (64-d)
     nfzoo export NAME --formats onnx tflite --out DIR   parity-checked deployable graphs
 
 NAME is a pretrained entry (or a former name of one) or a folder written by
 ``save_pretrained`` / ``nfzoo train``, resolved as ``nfzoo.load`` resolves it (a bare name
 that is both a folder here and an entry takes the folder, with a warning).
-Bad input (a missing file, the wrong number of columns, NaN rows) is reported in one line
-with a non-zero exit status; output files are written atomically (temp file, then rename).
+
+Every error is one line on stderr, ``nfzoo COMMAND: error: ...``, and the exit status says
+what kind of error it was (``EXIT_STATUSES``):
+
+    0    done
+    1    the command ran and failed: training diverged, an export failed its parity check, a
+         card's figure was not reproduced, out of memory, a file could not be written
+    2    the command line or an input is wrong: an unknown option, name or value, an
+         unreadable or invalid input file, an output that exists (without --overwrite) or
+         that nfzoo will not replace
+    3    an internal error, a bug in nfzoo (``NFZOO_VERBOSE=1`` shows its traceback)
+    130  interrupted (Ctrl-C)
+
+Whatever the status, nothing is half-written: outputs are written under a temporary name and
+renamed into place at the end (``nfzoo.files``); an existing output is replaced only with
+``--overwrite``, and a folder only when nfzoo wrote it. Samples and log-densities are
+computed in batches and streamed to their file, so memory does not grow with ``-n`` or with
+the input's length. ``list``, ``info`` and ``--help`` do not import TensorFlow; the other
+commands import it without its start-up noise (``nfzoo.console``).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+__all__ = ["EXIT_STATUSES", "CLIError", "CommandError", "UsageError", "main"]
 
-import numpy as np
-
-from nfzoo.files import write_file_atomically
-
-__all__ = ["main"]
+EXIT_STATUSES = {"done": 0, "failed": 1, "usage": 2, "internal": 3, "interrupted": 130}
+#: the export formats (``nfzoo.exporting.FORMATS``; spelt here so that parsing the command
+#: line needs no TensorFlow, and tests/test_cli.py checks the two agree)
+EXPORT_FORMATS = ("saved_model", "onnx", "tflite")
+#: the runtime each export format is checked in, and the package that provides it
+EXPORT_RUNTIMES = {"onnx": ("onnxruntime", "tf2onnx", "onnx"), "tflite": ("ai_edge_litert",)}
+#: values in one batch through a model (samples, log-densities): memory stays flat
+BATCH_VALUES = 1 << 18
+MAX_BATCH_ROWS = 16384
+MAX_SEED = 2**32 - 1
 
 
 class CLIError(Exception):
-    """An error the user can fix; printed as one line, exit status 2."""
+    """A wrong command line or input, which the user can fix; exit status 2."""
 
 
-# ---- reading and writing arrays ------------------------------------------------------------
+class UsageError(CLIError):
+    """A command line argparse refused; ``prog`` is the (sub)command it belongs to."""
+
+    def __init__(self, message: str, prog: str):
+        super().__init__(message)
+        self.prog = prog
 
 
-def read_array(path: str | os.PathLike, columns: int | None = None) -> np.ndarray:
-    """Reads a 2-D float array from .npy (no pickle) or .csv (comma-separated, optional
-    header row). Checks the column count and refuses rows with NaN or inf."""
-    path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"input file {path} does not exist")
-    suffix = path.suffix.lower()
+class CommandError(Exception):
+    """The command ran and failed (training diverged, a check failed); exit status 1."""
+
+
+# ---- the one error handler ----------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def one_line(message: object) -> str:
+    """An exception's message as one line: ANSI codes removed, Keras's "Exception
+    encountered when calling ..." wrapping and its argument list dropped, lines joined."""
+    text = _ANSI.sub("", str(message))
+    text = text.split("Arguments received by", 1)[0]
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith("Exception encountered when calling")
+    ]
+    return " ".join(lines) or type(message).__name__
+
+
+def _status(error: BaseException) -> tuple[int, str]:
+    """The exit status of ``error`` and its one-line message."""
+    from nfzoo.arrays import TableError
+    from nfzoo.files import DestinationError
+
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_STATUSES["interrupted"], "interrupted; nothing was written"
+    if isinstance(error, CLIError | TableError | DestinationError):
+        return EXIT_STATUSES["usage"], one_line(error)
+    if isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError":
+        return EXIT_STATUSES["failed"], f"out of memory: {one_line(error)[:300]}"
+    if isinstance(error, CommandError | ValueError | OSError | NotImplementedError):
+        return EXIT_STATUSES["failed"], one_line(error)
+    return (
+        EXIT_STATUSES["internal"],
+        f"internal error, please report it: {type(error).__name__}: {one_line(error)} "
+        "(NFZOO_VERBOSE=1 shows the traceback)",
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors go through the one error handler (one line, status 2) instead of
+    argparse's usage block."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)", self.prog)
+
+
+def _show_warnings_as_lines() -> None:
+    """nfzoo's own warnings as ``nfzoo: warning: ...`` lines; third-party ones silenced."""
+    from nfzoo import console
+    from nfzoo.files import StaleFolderWarning
+    from nfzoo.pretrained import AmbiguousNameWarning
+
+    if console.verbose_requested():
+        return
+    warnings.simplefilter("ignore")
+    for category in (AmbiguousNameWarning, StaleFolderWarning):
+        warnings.simplefilter("always", category)
+    warnings.showwarning = lambda message, *_, **__: print(
+        f"nfzoo: warning: {one_line(message)}", file=sys.stderr
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    from nfzoo import console
+
+    prog = "nfzoo"
+    with warnings.catch_warnings():
+        try:
+            args, extra = build_parser().parse_known_args(argv)  # --help exits here
+            prog = f"nfzoo {args.command}"
+            if extra:
+                raise UsageError(
+                    f"unrecognized arguments: {' '.join(extra)} (see {prog} --help)", prog
+                )
+            _show_warnings_as_lines()
+            if args.needs_tensorflow:
+                console.import_tensorflow()
+            args.fn(args)
+        except SystemExit:  # --help
+            raise
+        except BaseException as error:
+            if console.verbose_requested():
+                import traceback
+
+                traceback.print_exc()
+            status, message = _status(error)
+            print(f"{getattr(error, 'prog', prog)}: error: {message}", file=sys.stderr)
+            return status
+    return EXIT_STATUSES["done"]
+
+
+# ---- values of options --------------------------------------------------------------------
+
+
+def _integer(text: str, low: int, high: int | None = None) -> int:
+    """An integer option in [low, high]; argparse prefixes the message with the option."""
     try:
-        if suffix == ".npy":
-            x = np.load(path, allow_pickle=False)
-        elif suffix == ".csv":
-            x = _read_csv(path)
-        else:
-            raise CLIError(f"input must be a .npy or .csv file; received {path.name}")
-    except ValueError as e:
-        raise CLIError(f"could not read {path}: {e}") from None
-    x = np.asarray(x)
-    if x.ndim == 1 and columns == 1:
-        x = x[:, None]
-    if x.ndim != 2:
-        raise CLIError(f"{path} must hold a 2-D table (rows x columns); received shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise CLIError(f"{path} must hold numbers; received dtype {x.dtype}")
-    if columns is not None and x.shape[1] != columns:
-        raise CLIError(f"{path} has {x.shape[1]} columns; the flow expects {columns}")
-    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-    if bad.size:
-        rows = ", ".join(str(r + 1) for r in bad[:5]) + (" ..." if bad.size > 5 else "")
-        raise CLIError(f"{path} has {bad.size} row(s) with NaN or inf values (rows {rows})")
-    return x.astype(np.float32)
-
-
-def _read_csv(path: Path) -> np.ndarray:
-    try:
-        return np.loadtxt(path, delimiter=",", ndmin=2)
+        value = int(text, 10)
     except ValueError:
-        return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)  # a header row
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        bound = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
+        raise argparse.ArgumentTypeError(f"must be {bound}; received {text!r}")
+    return value
 
 
-def write_array(path: str | os.PathLike, x: np.ndarray) -> Path:
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return write_file_atomically(path, lambda tmp: np.save(tmp, x))
-    if suffix == ".csv":
-        return write_file_atomically(
-            path, lambda tmp: np.savetxt(tmp, x, delimiter=",", fmt="%.8g")
+def _count(text: str) -> int:
+    return _integer(text, 1)
+
+
+def _seed(text: str) -> int:
+    return _integer(text, 0, MAX_SEED)
+
+
+def _steps(text: str) -> int:
+    steps = _integer(text, 1)
+    if steps > 100 and steps % 100:
+        raise argparse.ArgumentTypeError(
+            f"must be at most 100 or a multiple of 100 (training runs epochs of 100 steps); "
+            f"received {steps}"
         )
-    raise CLIError(f"output must end in .npy or .csv; received {path.name}")
+    return steps
 
 
-# ---- commands -----------------------------------------------------------------------------
+def _real(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number; received {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number; received {text!r}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    value = _real(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive; received {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _real(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1); received {text!r}")
+    return value
+
+
+# ---- shared steps -------------------------------------------------------------------------
 
 
 def _resolve(name: str):
-    """What ``name`` names (a PretrainedEntry or a folder's path); an ambiguity warning is
-    printed as one line on stderr."""
-    import warnings
-
+    """What ``name`` names (a PretrainedEntry or a folder's path)."""
     from nfzoo.pretrained import resolve
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            found = resolve(name)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
-    for warning in caught:
-        print(f"nfzoo: warning: {warning.message}", file=sys.stderr)
-    return found
+    try:
+        return resolve(name)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
 
 def _load(name: str, vae_too: bool = False):
     """The model called ``name``: a Flow, or also a FlowVAE where ``vae_too`` (the commands
     that only draw samples)."""
-    import nfzoo
-    from nfzoo.pretrained import PretrainedEntry
+    from nfzoo.flow import Flow
+    from nfzoo.pretrained import PretrainedEntry, load
+    from nfzoo.vae import FlowVAE
 
     found = _resolve(name)
-    try:
-        model = found.load() if isinstance(found, PretrainedEntry) else nfzoo.load(found)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
-    if not isinstance(model, nfzoo.Flow) and not (vae_too and isinstance(model, nfzoo.vae.FlowVAE)):
+    model = found.load() if isinstance(found, PretrainedEntry) else load(found, source="folder")
+    if not isinstance(model, Flow) and not (vae_too and isinstance(model, FlowVAE)):
         raise CLIError(
             f"{name} is a {type(model).__name__}, not a flow: this command scores and exports "
             "flows (a FlowVAE samples with nfzoo sample and nfzoo plot; in Python, nfzoo.load)"
@@ -131,13 +253,39 @@ def _load(name: str, vae_too: bool = False):
     return model
 
 
+def _event_size(model) -> int:
+    return model.event_size if hasattr(model, "event_size") else model.input_dim
+
+
+def batch_rows(event_size: int) -> int:
+    """Rows per batch through a model with events of ``event_size`` values."""
+    return max(1, min(MAX_BATCH_ROWS, BATCH_VALUES // max(1, event_size)))
+
+
+def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """(index, rows) of the batches that make up ``n`` rows."""
+    for i, start in enumerate(range(0, n, size)):
+        yield i, min(size, n - start)
+
+
+def _batch_seed(seed: int | None, index: int) -> int | None:
+    """The seed of batch ``index``: the user's seed for the first (so ``-n`` up to one batch
+    draws what ``model.sample(n, seed)`` draws), then seeds derived from it."""
+    if seed is None or index == 0:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] >> 1)
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+
 def cmd_list(args) -> None:
-    import nfzoo
+    from nfzoo.pretrained import list_pretrained
 
     try:
-        entries = nfzoo.list_pretrained(
-            args.pattern, architecture=args.architecture, kind=args.kind
-        )
+        entries = list_pretrained(args.pattern, architecture=args.architecture, kind=args.kind)
     except ValueError as e:
         raise CLIError(str(e)) from None
     if not entries:
@@ -157,6 +305,18 @@ def cmd_list(args) -> None:
         )
 
 
+def _read_config_facts(path: Path) -> dict:
+    import json
+
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, RecursionError, UnicodeDecodeError) as e:
+        raise CLIError(f"{path} is not valid JSON ({one_line(e)})") from None
+    if not isinstance(config, dict):
+        raise CLIError(f"{path} must hold a JSON object; it holds a {type(config).__name__}")
+    return {k: v for k, v in config.items() if k not in ("flow", "flow_vae")}
+
+
 def cmd_info(args) -> None:
     import json
 
@@ -167,22 +327,20 @@ def cmd_info(args) -> None:
     if (folder / CARD_FILE).is_file():
         print((folder / CARD_FILE).read_text(), end="")
     elif (folder / CONFIG_FILE).is_file():  # a folder saved without a card: its facts
-        config = json.loads((folder / CONFIG_FILE).read_text())
-        facts = {k: v for k, v in config.items() if k not in ("flow", "flow_vae")}
+        facts = _read_config_facts(folder / CONFIG_FILE)
         print(f"# {folder}\n\n{json.dumps(facts, indent=2)}")
     else:
         raise CLIError(f"{folder} has neither {CARD_FILE} nor {CONFIG_FILE}: not a saved model")
 
 
 def cmd_verify(args) -> None:
-    import nfzoo
-    from nfzoo.pretrained import verify
+    from nfzoo.pretrained import list_pretrained, pretrained_entry, verify
 
     try:
         if args.names:
-            names = [nfzoo.pretrained_entry(n).name for n in args.names]
+            names = [pretrained_entry(n).name for n in args.names]
         else:
-            names = [e.name for e in nfzoo.list_pretrained()]
+            names = [e.name for e in list_pretrained()]
     except ValueError as e:
         raise CLIError(str(e)) from None
     print(f"{'entry':38s} {'metric':28s} {'card':>12s} {'recomputed':>12s}  agrees")
@@ -197,78 +355,156 @@ def cmd_verify(args) -> None:
             if not check.ok:
                 failed.append(f"{name} ({check.metric.label})")
     if failed:
-        raise CLIError(f"{len(failed)} figure(s) differ from their card: {', '.join(failed)}")
+        raise CommandError(f"{len(failed)} figure(s) differ from their card: {', '.join(failed)}")
     print(f"all {len(names)} entries reproduce their cards")
 
 
 def cmd_sample(args) -> None:
-    if args.n < 1:
-        raise CLIError(f"-n must be a positive number of samples; received {args.n}")
+    from nfzoo.arrays import check_output, write_table
+
+    output = check_output(args.output, args.overwrite)
     model = _load(args.name, vae_too=True)
-    x = model.sample(args.n, seed=args.seed).numpy()
-    x = x.reshape(len(x), -1)
-    print(f"wrote {write_array(args.output, x)} ({len(x)} samples)")
+    columns = _event_size(model)
+
+    def draws():
+        for i, rows in _batches(args.n, batch_rows(columns)):
+            x = model.sample(rows, seed=_batch_seed(args.seed, i)).numpy()
+            yield x.reshape(rows, columns)
+
+    write_table(output, draws(), args.n, columns, overwrite=args.overwrite)
+    print(f"wrote {output} ({args.n} samples)")
 
 
 def cmd_logprob(args) -> None:
+    import numpy as np
+
+    from nfzoo.arrays import check_output, open_table, write_table
+
+    if args.output:
+        check_output(args.output, args.overwrite)
     flow = _load(args.name)
-    x = read_array(args.input, columns=flow.event_size)
     if not flow.has_inverse:
         raise CLIError(f"{args.name} has no inverse, so it cannot score external points")
-    x = x.reshape((len(x), *flow.data_event_shape))
-    log_prob = np.concatenate(
-        [flow.log_prob(c).numpy() for c in np.array_split(x, max(1, len(x) // 4096))]
-    )
+    table = open_table(args.input, columns=flow.event_size)
+    total = 0.0
+
+    def scores():
+        nonlocal total
+        size = batch_rows(flow.event_size)
+        for block in table.chunks():
+            for start in range(0, len(block), size):
+                x = block[start : start + size].reshape((-1, *flow.data_event_shape))
+                log_prob = flow.log_prob(x).numpy().astype(np.float64)
+                total += float(log_prob.sum())
+                yield log_prob[:, None]
+
     if args.output:
-        write_array(args.output, log_prob[:, None])
+        write_table(args.output, scores(), table.rows, 1, overwrite=args.overwrite)
         print(f"wrote {args.output}")
     else:
-        np.savetxt(sys.stdout, log_prob, fmt="%.6f")
-    print(f"mean log-density {log_prob.mean():.4f} nats over {len(x)} rows", file=sys.stderr)
+        for block in scores():
+            np.savetxt(sys.stdout, block, fmt="%.6f")
+    print(f"mean log-density {total / table.rows:.4f} nats over {table.rows} rows", file=sys.stderr)
+
+
+def _vector_architecture(name: str) -> str:
+    """``name`` as a registered vector architecture; an unknown name gets the registry's
+    error with the closest vector architectures."""
+    from nfzoo.models import ARCHITECTURES, list_architectures
+    from nfzoo.registry import Registry
+
+    vector: Registry[str] = Registry("architecture for vector data (nfzoo train)")
+    for arch in list_architectures(event_rank=1):
+        vector.add(arch, arch)
+    if name in ARCHITECTURES and ARCHITECTURES.canonical(name) not in vector:
+        raise CLIError(
+            f"nfzoo train fits vector data [n, D]; architecture {name!r} is not one of "
+            f"{', '.join(vector.names())} (image flows: nfzoo.build and Flow.fit in Python)"
+        )
+    try:
+        return vector.canonical(ARCHITECTURES.canonical(name) if name in ARCHITECTURES else name)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+
+
+def _training_data(args):
+    """The rows to train on: a .npy / .csv file, or points of a toy density (a name)."""
+    import numpy as np
+
+    from nfzoo import data
+    from nfzoo.arrays import SUFFIXES, open_table
+
+    if Path(args.data).suffix.lower() in SUFFIXES or Path(args.data).is_file():
+        x = open_table(args.data).read()
+        return x[np.random.RandomState(args.seed).permutation(len(x))]
+    try:
+        name = data.TOY_DATASETS.canonical(args.data)
+    except ValueError as e:
+        raise CLIError(f"--data {args.data!r} is not a .npy or .csv file; {one_line(e)}") from None
+    return data.make_toy(name, args.num_points, seed=args.seed)
+
+
+def _diverged() -> type[BaseException]:
+    """The error ``Flow.fit`` raises on a non-finite loss (``nfzoo.flow.NonFiniteLossError``
+    where this nfzoo has it)."""
+    from nfzoo import flow
+
+    return getattr(flow, "NonFiniteLossError", CommandError)
 
 
 def cmd_train(args) -> None:
+    import numpy as np
+
     import nfzoo
+    from nfzoo import files
     from nfzoo.training import train_flow
 
-    vector_archs = nfzoo.list_architectures(event_rank=1)
-    if args.arch not in vector_archs:
-        raise CLIError(
-            f"nfzoo train fits vector data [n, D]; architecture {args.arch!r} is not one of "
-            f"{', '.join(vector_archs)} (image flows: nfzoo.build and Flow.fit in Python)"
-        )
-    if args.data in nfzoo.data.TOY_DATASETS:
-        x = nfzoo.data.make_toy(args.data, args.num_points, seed=args.seed)
-    else:
-        x = read_array(args.data)
-        x = x[np.random.RandomState(args.seed).permutation(len(x))]
+    arch = _vector_architecture(args.arch)
+    out = files.check_destination(args.out, args.overwrite, hint="--overwrite")
+    x = _training_data(args)
     n_val = int(len(x) * args.val_fraction)
     if len(x) - n_val < 2:
         raise CLIError(f"{args.data} has too few rows to train on ({len(x)})")
     train, val = x[n_val:], x[:n_val]
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise CLIError(f"{out} exists; pass --overwrite to replace it")
-    result = train_flow(
-        lambda: nfzoo.build(args.arch, x.shape[1], seed=args.seed),
-        train,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        seed=args.seed,
-        strategy=args.strategy,
-    )
+
+    def make_flow():
+        flow = nfzoo.build(arch, x.shape[1], seed=args.seed)
+        if not flow.has_inverse:
+            raise CLIError(
+                f"{arch} has no inverse, so it has no log-density of data points and cannot be "
+                "trained by maximum likelihood (fit it to a density by reverse KL: nfzoo.vi)"
+            )
+        return flow
+
+    try:
+        result = train_flow(
+            make_flow,
+            train,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            seed=args.seed,
+            strategy=args.strategy,
+        )
+    except _diverged() as e:
+        raise CommandError(f"training diverged ({one_line(e)}); nothing was saved") from None
     flow = result.flow
     metrics = {"train_loss": result.final_loss}
-    if n_val and flow.has_inverse:
+    if n_val:
         metrics["val_nll_nats"] = float(-np.mean(flow.log_prob(val)))
+    bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+    if bad:
+        raise CommandError(
+            f"training diverged ({', '.join(f'{k} {metrics[k]}' for k in bad)}); nothing was "
+            "saved. A smaller --lr, or data on a scale near 1, usually trains"
+        )
     if not _is_chief():
         return  # under multi-worker training, one worker writes the result
     flow.save_pretrained(
         out,
         overwrite=args.overwrite,
         metadata={
-            "architecture": {"name": args.arch, "event_dim": int(x.shape[1])},
+            "architecture": {"name": arch, "event_dim": int(x.shape[1])},
             "dataset": {"source": str(args.data), "rows": len(x), "validation_rows": n_val},
             "training": {
                 "steps": result.steps,
@@ -285,7 +521,7 @@ def cmd_train(args) -> None:
     )
     summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     print(
-        f"saved {out} ({result.steps} steps on {result.replicas} replica(s), "
+        f"saved {args.out} ({result.steps} steps on {result.replicas} replica(s), "
         f"{result.seconds:.1f} s; {summary})"
     )
 
@@ -298,89 +534,109 @@ def _is_chief() -> bool:
 
 
 def cmd_plot(args) -> None:
-    model = _load(args.name, vae_too=True)
     from nfzoo import plots
 
+    try:
+        plots.image_format(args.output)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if not args.overwrite and os.path.lexists(args.output):
+        raise CLIError(f"{args.output} exists; pass --overwrite to replace it")
+    model = _load(args.name, vae_too=True)
     is_2d = getattr(model, "event_size", None) == 2
     draw = plots.density_figure if is_2d else plots.sample_grid
-    print(f"wrote {draw(model, args.output, seed=args.seed)}")
+    print(f"wrote {draw(model, args.output, seed=args.seed, overwrite=args.overwrite)}")
+
+
+def cmd_export(args) -> None:
+    from nfzoo.exporting import cli as export_cli
+
+    export_cli.run(args)
 
 
 # ---- parser ---------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from nfzoo.training import STRATEGIES
-
-    parser = argparse.ArgumentParser(prog="nfzoo", description="Normalizing flows: the zoo.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("list", help="pretrained entries and their metrics")
-    p.add_argument("pattern", nargs="?", help="glob pattern on names, e.g. 'maf-*' or '*-u1'")
-    p.add_argument("--architecture", help="only this architecture (e.g. glow-1d)")
-    p.add_argument("--kind", help="only this kind (density, reverse-kl, flow-vae)")
-    p.set_defaults(fn=cmd_list)
-
-    p = sub.add_parser("info", help="show the card of an entry or a save_pretrained folder")
-    p.add_argument("name", help="pretrained entry or save_pretrained folder")
-    p.set_defaults(fn=cmd_info)
-
-    p = sub.add_parser("verify", help="recompute entries' metrics from their shipped weights")
-    p.add_argument("names", nargs="*", help="entries (default: every entry)")
-    p.set_defaults(fn=cmd_verify)
-
-    p = sub.add_parser("sample", help="draw samples (a flow's or a flow-VAE's) into .npy or .csv")
-    p.add_argument("name", help="pretrained entry or save_pretrained folder")
-    p.add_argument("-n", type=int, default=1000, help="number of samples")
-    p.add_argument("-o", "--output", required=True, help="out.npy or out.csv")
-    p.add_argument("--seed", type=int, default=None)
-    p.set_defaults(fn=cmd_sample)
-
-    p = sub.add_parser("logprob", help="log-density of each row of a .npy or .csv file")
-    p.add_argument("name")
-    p.add_argument("--input", required=True)
-    p.add_argument("-o", "--output", help="write the log-densities here (default: stdout)")
-    p.set_defaults(fn=cmd_logprob)
-
-    p = sub.add_parser("train", help="train an architecture and save it with save_pretrained")
-    p.add_argument("arch", help="an architecture (nfzoo.list_architectures())")
-    p.add_argument("--data", required=True, help="a toy density name, or a .npy / .csv file")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--steps", type=int, default=1000, help="training steps (multiple of 100)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-points", type=int, default=20000, help="points drawn from a toy set")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--strategy", choices=STRATEGIES, default="none")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(fn=cmd_train)
-
-    p = sub.add_parser("plot", help="density heat map with samples (2-D) or a sample grid")
-    p.add_argument("name")
-    p.add_argument("-o", "--output", required=True, help="out.png")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(fn=cmd_plot)
-
-    from nfzoo.exporting import cli as export_cli
-
-    p = sub.add_parser("export", help="SavedModel / ONNX / TFLite, parity-checked in each runtime")
-    export_cli.build_parser(p)
-    p.set_defaults(fn=export_cli.run)
+def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``nfzoo export`` (also ``python -m nfzoo.exporting.cli``)."""
+    parser.add_argument("source", help="pretrained name, pretrained folder, or .keras file")
+    parser.add_argument(
+        "--formats", nargs="+", default=list(EXPORT_FORMATS), choices=EXPORT_FORMATS
+    )
+    parser.add_argument("--out", required=True, help="destination folder (created atomically)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it is an nfzoo export"
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.fn(args)
-    except CLIError as e:
-        print(f"nfzoo {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError, NotImplementedError) as e:
-        print(f"nfzoo {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+def _command(sub, name: str, fn, help: str, tensorflow: bool = True) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=help)
+    parser.set_defaults(fn=fn, needs_tensorflow=tensorflow)
+    return parser
+
+
+def _add_overwrite(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {what}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="nfzoo",
+        description="Normalizing flows: the zoo.",
+        epilog="Exit status: 0 done, 1 failed, 2 wrong command line or input, 3 internal "
+        "error, 130 interrupted. Errors are one line on stderr.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = _command(sub, "list", cmd_list, "pretrained entries and their metrics", tensorflow=False)
+    p.add_argument("pattern", nargs="?", help="glob pattern on names, e.g. 'maf-*' or '*-u1'")
+    p.add_argument("--architecture", help="only this architecture (e.g. glow-1d)")
+    p.add_argument("--kind", help="only this kind (density, reverse-kl, flow-vae)")
+
+    p = _command(
+        sub, "info", cmd_info, "the card of an entry or a save_pretrained folder", tensorflow=False
+    )
+    p.add_argument("name", help="pretrained entry or save_pretrained folder")
+
+    p = _command(sub, "verify", cmd_verify, "recompute entries' metrics from their weights")
+    p.add_argument("names", nargs="*", help="entries (default: every entry)")
+
+    p = _command(sub, "sample", cmd_sample, "draw samples (a flow's or a flow-VAE's) to a file")
+    p.add_argument("name", help="pretrained entry or save_pretrained folder")
+    p.add_argument("-n", type=_count, default=1000, help="number of samples")
+    p.add_argument("-o", "--output", required=True, help="out.npy or out.csv")
+    p.add_argument("--seed", type=_seed, default=None, help=f"0 to {MAX_SEED}")
+    _add_overwrite(p, "output file")
+
+    p = _command(sub, "logprob", cmd_logprob, "log-density of each row of a .npy or .csv file")
+    p.add_argument("name")
+    p.add_argument("--input", required=True)
+    p.add_argument("-o", "--output", help="write the log-densities here (default: stdout)")
+    _add_overwrite(p, "output file")
+
+    p = _command(sub, "train", cmd_train, "train an architecture and save it (save_pretrained)")
+    p.add_argument("arch", help="a vector architecture (nfzoo.list_architectures(event_rank=1))")
+    p.add_argument("--data", required=True, help="a toy density name, or a .npy / .csv file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--steps", type=_steps, default=1000, help="up to 100, or a multiple of 100")
+    p.add_argument("--batch-size", type=_count, default=256)
+    p.add_argument("--lr", type=_learning_rate, default=1e-3, help="Adam's learning rate (> 0)")
+    p.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED}")
+    p.add_argument("--num-points", type=_count, default=20000, help="points drawn from a toy set")
+    p.add_argument("--val-fraction", type=_fraction, default=0.1, help="in [0, 1)")
+    p.add_argument("--strategy", choices=("none", "mirrored", "multiworker"), default="none")
+    _add_overwrite(p, "folder written by nfzoo")
+
+    p = _command(sub, "plot", cmd_plot, "density and samples (2-D) or a grid of samples")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", required=True, help="out.png (or .jpg, .pdf, .svg)")
+    p.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED}")
+    _add_overwrite(p, "output file")
+
+    p = _command(sub, "export", cmd_export, "SavedModel / ONNX / TFLite, parity-checked")
+    add_export_arguments(p)
+    return parser
 
 
 if __name__ == "__main__":

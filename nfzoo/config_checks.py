@@ -12,22 +12,31 @@ ValueError that names the file and what is wrong:
   (nfzoo's or Keras's only) and its ``config``;
 * the sizes, against the shapes stored in model.weights.h5 (read with h5py, nothing built):
   each width (``hidden_units``, ``hidden_channels``) is a dimension of some stored array;
-  each other size (the feature or channel count of the event, bins, context, latent and input
-  sizes, number of flows) is at most the largest stored dimension; a Flow has as many layers
-  as the file has layer groups. A config that passes cannot ask for more memory than a
-  model of the size of its weights file.
+  each other size (the last, feature or channel, dimension of every event and input shape,
+  bins, context, latent and input sizes, number of flows) is at most the largest stored
+  dimension; a Flow has as many layers as the file has layer groups. A config that passes
+  cannot ask for more weights than a model of the size of its weights file. Events are also
+  capped at ``MAX_EVENT_SIZE`` values (an image's height and width need no weights).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 from nfzoo.files import PRETRAINED_FORMAT
 
-__all__ = ["MAX_DEPTH", "MODEL_KEYS", "check_against_weights", "check_classes", "read_config"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_EVENT_SIZE",
+    "MODEL_KEYS",
+    "check_against_weights",
+    "check_classes",
+    "read_config",
+]
 
 #: the key of the model's Keras config in config.json: "flow" (a Flow), "flow_vae" (a FlowVAE)
 MODEL_KEYS = ("flow", "flow_vae")
@@ -37,6 +46,10 @@ MAX_DEPTH = 64
 WIDTH_KEYS = ("hidden_units", "hidden_channels")
 #: other sizes: each at most the largest stored dimension
 BOUNDED_KEYS = ("bins", "context_dim", "input_dim", "latent_dim", "num_flows")
+#: shapes of an event or a layer's input: the last dimension is bounded, the size capped
+SHAPE_KEYS = ("event_shape", "input_shape")
+#: most values in one event (a 4096 x 4096 grey image)
+MAX_EVENT_SIZE = 2**24
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -159,6 +172,19 @@ def _sizes(config: Any, keys) -> list[tuple[str, int]]:
     return found
 
 
+def _shapes(config: Any) -> list[tuple[str, list]]:
+    """The shapes under ``SHAPE_KEYS`` (lists of integers or null)."""
+    found = []
+    for obj in _objects(config):
+        for key in SHAPE_KEYS:
+            shape = obj.get(key)
+            if isinstance(shape, list) and all(
+                d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in shape
+            ):
+                found.append((key, shape))
+    return found
+
+
 def check_against_weights(config: dict, key: str, weights: Path, path: Path) -> None:
     """Refuses a config whose sizes the weights file does not bear out (module docstring)."""
     shapes, groups = _stored_shapes(weights)
@@ -166,9 +192,15 @@ def check_against_weights(config: dict, key: str, weights: Path, path: Path) -> 
     largest = max(dims, default=0)
     model = config[key]
     sizes = _sizes(model, BOUNDED_KEYS)
-    shape = model.get("event_shape")
-    if isinstance(shape, list) and shape and isinstance(shape[-1], int):
-        sizes.append(("event_shape", shape[-1]))
+    for name, shape in _shapes(model):
+        size = math.prod(d for d in shape if d is not None)
+        if size > MAX_EVENT_SIZE or any(d is not None and d < 0 for d in shape):
+            raise ValueError(
+                f"{path} gives {name} {shape}: events hold at most {MAX_EVENT_SIZE} values, "
+                "and dimensions are not negative."
+            )
+        if shape and shape[-1] is not None:
+            sizes.append((name, shape[-1]))
     for name, value in _sizes(model, WIDTH_KEYS):
         if value not in dims:
             raise ValueError(

@@ -1,6 +1,7 @@
 """Pictures: 2-D targets and the flows fitted to them (as in Rezende & Mohamed 2015,
 arXiv:1505.05770, figure 3), a 2-D flow's density with its samples, and grids of image
-samples; written as PNG files.
+samples; written in the format the file's extension names (``IMAGE_FORMATS``: PNG, JPEG,
+PDF, SVG), checked before any work is done.
 
 matplotlib is used through its object API and the Agg canvas only, so importing this module
 changes no global backend. Files are written atomically (a temporary file in the same folder,
@@ -27,12 +28,29 @@ from nfzoo.flow import Flow
 from nfzoo.vae import FlowVAE
 
 __all__ = [
+    "IMAGE_FORMATS",
     "density_figure",
     "flow_density_on_grid",
     "plot_fits",
     "sample_grid",
     "target_density_on_grid",
 ]
+
+
+#: file extension -> the format matplotlib writes (JPEG through Pillow, which it requires)
+IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf", ".svg": "svg"}
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The format ``path``'s extension names; a ValueError for any other extension (a .jpg
+    that holds PNG bytes is worse than no file)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(
+            f"the image file's extension names its format: one of {', '.join(IMAGE_FORMATS)}; "
+            f"received {Path(path).name!r}"
+        )
+    return IMAGE_FORMATS[suffix]
 
 
 def _grid(plot_range, size: int):
@@ -87,9 +105,11 @@ def plot_fits(
     num_samples: int = 200_000,
     seed: int = 0,
     dpi: int = 100,
+    overwrite: bool = True,
 ) -> Path:
     """One row per target: the target's density exp(-U), then each fitted flow's density
-    (label -> flow) over the same region. Writes a PNG atomically; returns its path.
+    (label -> flow) over the same region. Writes the image atomically (its format from
+    ``path``'s extension; ``overwrite=False`` refuses an existing file); returns its path.
 
     Args:
       rows: (target, {label: flow}) pairs; targets as accepted by ``targets.as_target``.
@@ -98,6 +118,7 @@ def plot_fits(
       num_samples: samples per histogram, for flows without inverse.
       seed: noise seed of those samples.
     """
+    image_format(path)
     rows = list(rows)
     if not rows:
         raise ValueError("plot_fits needs at least one (target, flows) row.")
@@ -120,13 +141,16 @@ def plot_fits(
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    return _save_atomically(fig, Path(path))
+    return _save_atomically(fig, Path(path), overwrite)
 
 
-def density_figure(flow: Flow, path: str | os.PathLike, seed: int = 0, size: int = 200) -> Path:
+def density_figure(
+    flow: Flow, path: str | os.PathLike, seed: int = 0, size: int = 200, overwrite: bool = True
+) -> Path:
     """A 2-D flow on its own: its density (exact where it has an inverse, else a histogram of
-    samples) over a region covering its samples, with 500 samples on top. Writes a PNG
-    atomically; returns its path."""
+    samples) over a region covering its samples, with 500 samples on top. Writes the image
+    atomically, as ``plot_fits`` does; returns its path."""
+    image_format(path)
     if flow.event_size != 2:
         raise ValueError(
             f"density_figure needs a 2-D flow; received event shape {flow.data_event_shape}."
@@ -144,7 +168,7 @@ def density_figure(flow: Flow, path: str | os.PathLike, seed: int = 0, size: int
     ax.scatter(samples[:500, 0], samples[:500, 1], s=2, c="white", alpha=0.6)
     ax.set_title(f"{flow.name}: {how}, and 500 samples", fontsize=9)
     fig.tight_layout()
-    return _save_atomically(fig, Path(path))
+    return _save_atomically(fig, Path(path), overwrite)
 
 
 def sample_grid(
@@ -154,13 +178,15 @@ def sample_grid(
     rows: int = 8,
     temperature: float = 1.0,
     value_range: tuple[float, float] | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """A rows x rows grid of samples, shown as images: image flows ([H, W, 1] grey or
     [H, W, 3] colour) as they are, vector flows of a square size D = s^2 (64-d digits) as
     s x s grey images, a FlowVAE's draws through its decoder (binarised digits) as s x s
     black-and-white images. Flows sample at ``temperature``; values are clipped to
     ``value_range`` (default: [0, K] for a flow with logit pre-processing on K levels, else
-    [0, 1]). Writes a PNG atomically; returns its path."""
+    [0, 1]). Writes the image atomically, as ``plot_fits`` does; returns its path."""
+    image_format(path)
     if isinstance(model, FlowVAE):
         if temperature != 1.0:
             raise ValueError(f"a FlowVAE samples at temperature 1; received {temperature}.")
@@ -207,8 +233,9 @@ def sample_grid(
     ax.set_axis_off()
     ax.set_title(f"{model.name}: {rows * rows} {what}", fontsize=9)
     fig.tight_layout()
-    return _save_atomically(fig, Path(path))
+    return _save_atomically(fig, Path(path), overwrite)
 
 
-def _save_atomically(fig: Figure, path: Path) -> Path:
-    return write_file_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+def _save_atomically(fig: Figure, path: Path, overwrite: bool = True) -> Path:
+    fmt = image_format(path)
+    return write_file_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt), overwrite)

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from nfzoo import data as nfzoo_data
+from nfzoo.console import progress_verbosity
 
 __all__ = ["STRATEGIES", "TrainResult", "get_strategy", "train_flow"]
 
@@ -95,7 +96,8 @@ def train_flow(
         batch gets fresh uniform noise (``nfzoo.data.dequantized``), the validation set and
         the initialisation batch one fixed draw each.
       callbacks: more Keras callbacks for ``fit`` (an epoch is 100 steps).
-      verbose: Keras progress display ("auto": a progress bar when interactive).
+      verbose: Keras progress display; "auto": a progress bar on a terminal, one plain line
+        per epoch otherwise (``nfzoo.console.progress_verbosity``).
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1; received {steps}, {batch_size}.")
@@ -127,6 +129,8 @@ def train_flow(
         callbacks.append(
             keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)
         )
+    if verbose == "auto":
+        verbose = progress_verbosity()
     start = time.perf_counter()
     history = flow.fit(
         data,

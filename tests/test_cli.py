@@ -1,6 +1,11 @@
 """The nfzoo command: each subcommand on real entries, and bad input that ends in one clear
-line and a non-zero status, never a traceback or a half-written file."""
+line and its documented exit status (nfzoo.cli.EXIT_STATUSES), never a traceback, a
+half-written file or a lost one; sampling in constant memory; listing without TensorFlow."""
 
+import importlib.util
+import json
+import os
+import re
 import subprocess
 import sys
 
@@ -8,7 +13,10 @@ import numpy as np
 import pytest
 
 import nfzoo
+from nfzoo import cli
 from nfzoo.cli import main
+
+USAGE, FAILED = cli.EXIT_STATUSES["usage"], cli.EXIT_STATUSES["failed"]
 
 
 def run(capsys, *argv):
@@ -116,7 +124,7 @@ def test_bad_inputs_are_one_line_errors(capsys, tmp_path):
         (["sample", "no-such-entry", "-n", "5", "-o", str(tmp_path / "s.npy")], "Unknown"),
         (
             ["train", "mafs", "--data", "moons", "--out", str(tmp_path / "t")],
-            "architecture 'mafs' is not one of",
+            "Unknown architecture for vector data (nfzoo train) 'mafs'. Did you mean 'maf'",
         ),
         (
             ["train", "glow", "--data", "moons", "--out", str(tmp_path / "t")],
@@ -153,6 +161,8 @@ def test_train_saves_a_loadable_flow(capsys, tmp_path):
     )
     assert code == 0, err
     assert "saved" in stdout and "val_nll_nats" in stdout
+    # not a terminal: one plain line per epoch instead of an ANSI progress bar
+    assert "\x1b[" not in stdout and re.search(r"^100/100 - .*loss: ", stdout, re.M), stdout
     flow = nfzoo.load(out)
     assert flow.log_prob(nfzoo.data.make_toy("8gaussians", 10)).shape == (10,)
     code, _, err = run(capsys, "train", "realnvp", "--data", str(data), "--out", str(out))
@@ -167,3 +177,240 @@ def test_installed_command_runs_without_traceback():
     )
     assert result.returncode == 2
     assert "Unknown pretrained entry" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1  # one line: no TensorFlow start-up noise
+
+
+def assert_one_line_error(err: str, command: str, message: str) -> None:
+    assert err.count("\n") == 1 and err.startswith(f"nfzoo {command}: error: "), err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_every_wrong_input_is_one_line_with_status_2(capsys, tmp_path):
+    """The issue's list: each used to be a traceback, a silent oddity or another status."""
+    inputs = {
+        "empty.npy": None,  # 0 bytes
+        "complex.npy": np.ones((4, 2), np.complex128),
+        "no-rows.npy": np.zeros((0, 2)),
+        "huge.npy": np.array([[1e39, 0.0], [0.0, 0.0]]),  # finite in float64, inf in float32
+    }
+    for name, array in inputs.items():
+        if array is None:
+            (tmp_path / name).write_bytes(b"")
+        else:
+            np.save(tmp_path / name, array)
+    score = ["logprob", "maf-moons", "--input"]
+    train = ["train", "maf", "--data", "moons", "--out", str(tmp_path / "t")]
+    sample = ["sample", "maf-moons", "-o", str(tmp_path / "s.npy")]
+    cases = [
+        ([*score, str(tmp_path / "empty.npy")], "is empty (0 bytes)"),
+        ([*score, str(tmp_path / "complex.npy")], "holds complex numbers (dtype complex128)"),
+        ([*score, str(tmp_path / "no-rows.npy")], "has no rows"),
+        ([*score, str(tmp_path / "huge.npy")], "beyond float32's range"),
+        ([*train, "--val-fraction", "-0.5"], "argument --val-fraction: must be in [0, 1)"),
+        ([*train, "--steps", "150"], "argument --steps: must be at most 100 or a multiple"),
+        ([*train, "--lr", "-1"], "argument --lr: must be positive"),
+        ([*train, "--lr", "nan"], "argument --lr: must be a finite number"),
+        ([*train, "--seed", "-1"], "argument --seed: must be an integer in [0, 4294967295]"),
+        ([*sample, "--seed", "1.5"], "argument --seed: must be an integer in [0, 4294967295]"),
+        ([*sample, "--seed", str(2**70)], "argument --seed: must be an integer in [0, 42949"),
+        ([*sample, "-n", "0"], "argument -n: must be an integer >= 1; received '0'"),
+        ([*sample, "--bogus"], "unrecognized arguments: --bogus"),
+        (["train", "maf", "--data", "moonz", "--out", "t"], "Did you mean 'moons'?"),
+        (["train", "sylvester-orthogonal", *train[2:]], "has no inverse, so it has no log-dens"),
+        (["plot", "maf-moons", "-o", str(tmp_path / "x.gif")], "one of .png, .jpg, .jpeg, .pdf"),
+    ]
+    for argv, message in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == USAGE, (argv, err)
+        assert_one_line_error(err, argv[0], message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(inputs)
+
+
+def test_out_of_memory_is_one_line_with_status_1(capsys, tmp_path):
+    code, _, err = run(
+        capsys, "train", "maf", "--data", "moons", "--num-points", str(10**13), "--out", "x"
+    )
+    assert code == FAILED
+    assert_one_line_error(err, "train", "out of memory: Unable to allocate")
+
+
+def test_an_internal_error_is_one_line_with_status_3(capsys, monkeypatch):
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_list", broken)
+    code, _, err = run(capsys, "list")
+    assert code == cli.EXIT_STATUSES["internal"]
+    assert_one_line_error(err, "list", "internal error, please report it: KeyError: 'a bug'")
+
+
+def test_training_that_diverges_saves_nothing(capsys, tmp_path):
+    x = np.random.RandomState(0).normal(size=(64, 2))
+    x[:4] *= 1e20  # the loss overflows float32
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "model"
+    code, _, err = run(
+        capsys, "train", "nice", "--data", str(tmp_path / "x.npy"), "--out", str(out),
+        "--steps", "2", "--batch-size", "16",
+    )  # fmt: skip
+    assert code == FAILED
+    assert_one_line_error(err, "train", "training diverged")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Refusals must come before the work: training fails the test if it starts."""
+
+    def train_flow(*args, **kwargs):
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr("nfzoo.training.train_flow", train_flow)
+
+
+def test_train_refuses_destinations_it_would_not_replace_before_training(
+    capsys, tmp_path, monkeypatch, no_training
+):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "data.csv").write_text("1,2\n")
+    monkeypatch.chdir(mine)
+    argv = ["train", "nice", "--data", "moons", "--overwrite", "--out"]
+    for out, message in [
+        (".", "is the working directory or holds it"),
+        (str(tmp_path), "is the working directory or holds it"),
+        (str(mine), "is the working directory or holds it"),
+    ]:
+        code, _, err = run(capsys, *argv, out)
+        assert code == USAGE, err
+        assert_one_line_error(err, "train", message)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv, "mine")
+    assert_one_line_error(err, "train", "not a folder written by nfzoo")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no ..old-*, no partial
+    assert os.listdir(mine) == ["data.csv"]
+
+
+def test_sample_refuses_to_overwrite_unless_asked(capsys, tmp_path):
+    out = tmp_path / "s.csv"
+    out.write_text("mine\n")
+    code, _, err = run(capsys, "sample", "maf-moons", "-n", "5", "-o", str(out))
+    assert code == USAGE and out.read_text() == "mine\n"
+    assert_one_line_error(err, "sample", "exists; pass --overwrite to replace it")
+    code, _, _ = run(capsys, "sample", "maf-moons", "-n", "5", "-o", str(out), "--overwrite")
+    assert code == 0 and np.loadtxt(out, delimiter=",").shape == (5, 2)
+
+
+def test_plot_writes_the_format_its_extension_names(capsys, tmp_path):
+    jpg = tmp_path / "moons.jpg"
+    code, _, _ = run(capsys, "plot", "maf-moons", "-o", str(jpg))
+    assert code == 0 and jpg.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG, not PNG bytes
+
+
+def test_export_without_its_runtimes_is_refused_before_any_work(capsys, tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name)
+    )
+
+    def load_flow(source):
+        raise AssertionError("loaded the flow before checking the runtimes")
+
+    monkeypatch.setattr("nfzoo.exporting.cli.load_flow", load_flow)
+    code, _, err = run(capsys, "export", "maf-moons", "--formats", "onnx", "--out", "e")
+    assert code == USAGE
+    assert_one_line_error(err, "export", "exporting to onnx needs onnxruntime")
+    assert "pip install 'nfzoo[export]'" in err
+
+
+def test_the_parser_agrees_with_the_library():
+    from nfzoo.exporting import FORMATS
+    from nfzoo.training import STRATEGIES
+
+    assert cli.EXPORT_FORMATS == FORMATS
+    strategy = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    train = strategy.choices["train"]
+    assert next(a for a in train._actions if a.dest == "strategy").choices == STRATEGIES
+
+
+def peak_mib_during(fn) -> float:
+    """How far the process's peak resident memory rose while ``fn`` ran (Linux: the peak is
+    reset through /proc/self/clear_refs first)."""
+
+    def status(key):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key))
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status("VmRSS:")
+    fn()
+    return status("VmHWM:") - before
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux /proc only")
+def test_sampling_streams_in_constant_memory(capsys, tmp_path):
+    """300,000 samples through 512-wide conditioners held 1.2 GB of activations at once."""
+    flow = nfzoo.build("nice", 2, num_layers=2, hidden_units=[512])
+    flow.save_pretrained(tmp_path / "wide")
+    wide = str(tmp_path / "wide")
+    run(capsys, "sample", wide, "-n", "10", "-o", str(tmp_path / "warm.npy"))  # traces
+    out = tmp_path / "s.npy"
+    grown = peak_mib_during(lambda: main(["sample", wide, "-n", "300000", "-o", str(out)]))
+    assert grown < 250, f"{grown:.0f} MiB"
+    x = np.load(out, mmap_mode="r")
+    assert x.shape == (300000, 2) and np.isfinite(x).all()
+
+
+def test_batches_are_seeded_apart_and_scored_in_order(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "MAX_BATCH_ROWS", 64)  # many batches
+    monkeypatch.setattr("nfzoo.arrays.CHUNK_VALUES", 100)  # and many chunks of input
+    out, scores = tmp_path / "s.npy", tmp_path / "lp.csv"
+    assert run(capsys, "sample", "maf-moons", "-n", "200", "-o", str(out), "--seed", "5")[0] == 0
+    x = np.load(out)
+    flow = nfzoo.load("maf-moons")
+    np.testing.assert_allclose(x[:64], flow.sample(64, seed=5), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(x[:64], x[64:128])  # each batch its own seed
+    code, _, err = run(capsys, "logprob", "maf-moons", "--input", str(out), "-o", str(scores))
+    assert code == 0
+    expected = flow.log_prob(x).numpy()
+    np.testing.assert_allclose(np.loadtxt(scores), expected, rtol=1e-5, atol=1e-5)
+    assert f"mean log-density {expected.mean():.4f} nats over 200 rows" in err
+
+
+def test_help_list_and_info_do_not_import_tensorflow():
+    code = (
+        "import sys\n"
+        "from nfzoo.cli import main\n"
+        "assert main(['list']) == 0 and main(['info', 'maf-moons']) == 0\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_command_that_imports_tensorflow_prints_no_noise(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "nfzoo.cli", "sample", "maf-moons", "-n", "3", "-o", "s.npy"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no absl, oneDNN or cuInit lines
+    assert result.stdout == "wrote s.npy (3 samples)\n"
+
+
+def test_export_prints_progress_and_no_noise(capfd, tmp_path):
+    flow = nfzoo.build("planar", 2, num_layers=2)
+    folder = flow.save_pretrained(tmp_path / "tiny")
+    out = tmp_path / "exported"
+    code = main(["export", str(folder), "--formats", "onnx", "tflite", "--out", str(out)])
+    captured = capfd.readouterr()
+    assert code == 0, captured.err
+    assert captured.err == ""  # no tf2onnx deprecation notices, no LiteRT delegate line
+    assert captured.out.startswith("exporting tiny to onnx, tflite: converting")
+    assert json.loads((out / "manifest.json").read_text())["name"] == "tiny"

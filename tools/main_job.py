@@ -10,18 +10,19 @@ log-densities.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from nfzoo.console import import_tensorflow, native_stderr_silenced
 
-import keras
-import numpy as np
+import_tensorflow()  # before Keras: TensorFlow's start-up lines would bury the report
 
-import nfzoo
-from nfzoo import plots
-from nfzoo.files import write_file_atomically
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import nfzoo  # noqa: E402
+from nfzoo import plots  # noqa: E402
+from nfzoo.files import write_file_atomically  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def pretrained_part(name: str, out: Path) -> bool:
     plots.density_figure(flow, png)
     print(f"    density plot: {_rel(png)}")
     export_dir = out / "export" / name
-    manifest = nfzoo.export(flow, export_dir, formats=("onnx", "tflite"), overwrite=True)
+    manifest = _export(flow, export_dir)
     worst = _worst_parity(manifest)
     print(f"    exported {', '.join(sorted(worst))} to {_rel(export_dir)}; parity checked in each")
     for fmt, err in sorted(worst.items()):
@@ -70,7 +71,7 @@ def image_part(name: str, out: Path) -> bool:
         plots.sample_grid(flow, png, seed=0, temperature=temperature)
         print(f"    64 samples at temperature {temperature:g}: {_rel(png)}")
     export_dir = out / "export" / name
-    manifest = nfzoo.export(flow, export_dir, formats=("onnx", "tflite"), overwrite=True)
+    manifest = _export(flow, export_dir)
     for fmt, err in sorted(_worst_parity(manifest).items()):
         print(f"    exported {fmt}: max |artifact - Keras| = {err:.1e} over batch 1 and 1000")
     return abs(bpd - card) < 1e-4
@@ -94,6 +95,13 @@ def training_part(arch: str, epochs: int, out: Path) -> bool:
     diff = float(np.max(np.abs(reloaded.log_prob(test) - flow.log_prob(test))))
     print(f"    saved {_rel(path)}; reloaded log_prob max |difference| = {diff:.1e}")
     return diff == 0.0
+
+
+def _export(flow, export_dir: Path) -> dict:
+    """ONNX and TFLite, replacing the previous run's export (LiteRT's notice on stderr
+    silenced)."""
+    with native_stderr_silenced():
+        return nfzoo.export(flow, export_dir, formats=("onnx", "tflite"), overwrite=True)
 
 
 def _worst_parity(manifest: dict) -> dict[str, float]:

@@ -1,33 +1,50 @@
 """``nfzoo export NAME|PATH --formats saved_model onnx tflite --out DIR``.
 
 NAME is a pretrained entry (``nfzoo.load``); PATH is a folder that ``nfzoo.load`` reads
-(config.json + model.weights.h5) or a ``.keras`` file saved with ``flow.save``. The export
-runs the mandatory parity check and prints its figures; the exit status is 1 when the export
-fails (nothing is written then).
+(config.json + model.weights.h5) or a ``.keras`` file saved with ``flow.save``. Before any
+work, the command checks that the runtimes of the requested formats are installed (the
+``export`` extra: onnxruntime, ai-edge-litert) and that ``--out`` can be written; the export
+then runs the mandatory parity check and prints its figures. Errors and exit statuses are
+those of the ``nfzoo`` command (``nfzoo.cli``): 1 when the export fails (nothing is written
+then), 2 for a wrong command line, source or destination.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
-from nfzoo.exporting import FORMATS, ExportError, export
+from nfzoo.cli import EXPORT_RUNTIMES, CLIError, add_export_arguments
 
-__all__ = ["build_parser", "load_flow", "main", "parity_table", "run"]
+__all__ = ["build_parser", "check_runtimes", "load_flow", "main", "parity_table", "run"]
+
+
+def check_runtimes(formats) -> None:
+    """Refuses formats whose runtime (for the parity check) or converter is not installed."""
+    for fmt in formats:
+        missing = [m for m in EXPORT_RUNTIMES.get(fmt, ()) if importlib.util.find_spec(m) is None]
+        if missing:
+            raise CLIError(
+                f"exporting to {fmt} needs {', '.join(missing)}, which is not installed: "
+                "pip install 'nfzoo[export]'"
+            )
 
 
 def load_flow(source: str):
     """The Flow named by ``source``: a ``.keras`` file, or anything ``nfzoo.load`` accepts."""
     if source.endswith(".keras"):
+        if not Path(source).is_file():
+            raise CLIError(f"{source} does not exist")
         import keras
 
-        import nfzoo  # registers the classes the .keras file names
+        import nfzoo.layers  # noqa: F401  (registers the classes the .keras file names)
 
         return keras.saving.load_model(source)
-    import nfzoo
+    from nfzoo.cli import _load
 
-    return nfzoo.load(source)
+    return _load(source)
 
 
 def parity_table(manifests: dict[str, dict]) -> str:
@@ -60,41 +77,44 @@ def parity_table(manifests: dict[str, dict]) -> str:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
+    """The options of ``nfzoo export`` (``nfzoo.cli.add_export_arguments``)."""
+    from nfzoo.cli import _Parser
+
+    parser = parser or _Parser(
         prog="nfzoo export", description="Export a flow with a parity check in each runtime."
     )
-    parser.add_argument("source", help="pretrained name, pretrained folder, or .keras file")
-    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
-    parser.add_argument("--out", required=True, help="destination folder (created atomically)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    return parser
+    return add_export_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> None:
-    """Loads and exports ``args.source``; prints the parity table. Raises ValueError
-    (ExportError included) or OSError with a message naming what went wrong."""
+    """Checks the runtimes and the destination, loads and exports ``args.source``, prints
+    the parity table. Raises the errors ``nfzoo.cli.main`` reports."""
+    from nfzoo import files
+    from nfzoo.console import native_stderr_silenced
+    from nfzoo.exporting import FORMATS, export
+
+    formats = [f for f in FORMATS if f in args.formats]
+    check_runtimes(formats)
+    out = files.check_destination(args.out, args.overwrite, hint="--overwrite")
     flow = load_flow(args.source)
     is_file = args.source.endswith(".keras")
-    manifest = export(
-        flow,
-        Path(args.out),
-        formats=args.formats,
-        overwrite=args.overwrite,
-        name=Path(args.source).stem if is_file else Path(args.source).name,
+    name = Path(args.source).stem if is_file else Path(args.source).name
+    print(
+        f"exporting {name} to {', '.join(formats)}: converting, then running each artifact "
+        "in its runtime against the Keras model ...",
+        flush=True,
     )
+    with native_stderr_silenced():  # LiteRT announces its CPU delegate on stderr
+        manifest = export(flow, out, formats=formats, overwrite=args.overwrite, name=name)
     print(parity_table({manifest["name"]: manifest}))
     print(f"wrote {args.out}")
 
 
 def main(argv=None) -> int:
-    """Standalone entry point; ``nfzoo export`` is the same parser and ``run``."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (ExportError, ValueError, OSError) as e:
-        print(f"nfzoo export: {e}", file=sys.stderr)
-        return 1
-    return 0
+    """Standalone entry point: ``nfzoo export`` with the same error handling."""
+    from nfzoo.cli import main as nfzoo_main
+
+    return nfzoo_main(["export", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
