@@ -3,15 +3,17 @@
     nfzoo list [PATTERN] [--architecture A] [--kind K]   pretrained entries and their metrics
     nfzoo info NAME                              an entry's (or a folder's) card
     nfzoo verify [NAME ...]                      recompute entries' metrics from their weights
-    nfzoo sample NAME -n N -o out.npy|out.csv    draw samples (flows and flow-VAEs)
-    nfzoo logprob NAME --input x.npy|x.csv       log-density of each row
+    nfzoo sample NAME -n N -o out.npy|out.csv [--context C]   draw samples (flows, flow-VAEs)
+    nfzoo logprob NAME --input x.npy|x.csv [--context C]      log-density of each row
     nfzoo train ARCH --data moons|x.npy|x.csv --out DIR   train and save_pretrained
     nfzoo plot NAME -o out.png|.jpg|.pdf|.svg    density and samples (2-D), sample grid (64-d)
     nfzoo export NAME --formats onnx tflite --out DIR   parity-checked deployable graphs
 
 NAME is a pretrained entry (or a former name of one) or a folder written by
 ``save_pretrained`` / ``nfzoo train``, resolved as ``nfzoo.load`` resolves it (a bare name
-that is both a folder here and an entry takes the folder, with a warning).
+that is both a folder here and an entry takes the folder, with a warning). A conditional flow
+(``context_dim`` > 0) needs ``--context``: its values comma-separated, or a .npy / .csv file
+of one row (for ``logprob`` also one row per input row); an unconditional one refuses it.
 
 Every error is one line on stderr, ``nfzoo COMMAND: error: ...``, and the exit status says
 what kind of error it was (``EXIT_STATUSES``):
@@ -41,7 +43,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["EXIT_STATUSES", "CLIError", "CommandError", "UsageError", "main"]
@@ -56,6 +58,14 @@ EXPORT_RUNTIMES = {"onnx": ("onnxruntime", "tf2onnx", "onnx"), "tflite": ("ai_ed
 BATCH_VALUES = 1 << 18
 MAX_BATCH_ROWS = 16384
 MAX_SEED = 2**32 - 1
+#: a trained flow must fit held-out rows no worse than a diagonal Gaussian plus this margin
+#: (per dimension) to be saved; GAUSSIAN_CHECK_ROWS training rows stand in without a split
+GAUSSIAN_MARGIN_NATS = 1.0
+GAUSSIAN_CHECK_ROWS = 10000
+CONTEXT_HELP = (
+    "a conditional flow's context: comma-separated values (--context=-0.1,0.2) or a .npy / "
+    ".csv file"
+)
 
 
 class CLIError(Exception):
@@ -141,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nfzoo import console
 
     prog = "nfzoo"
+    argv = _attach_negative_values(list(sys.argv[1:] if argv is None else argv))
     with warnings.catch_warnings():
         try:
             args, extra = build_parser().parse_known_args(argv)  # --help exits here
@@ -167,6 +178,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ---- values of options --------------------------------------------------------------------
+
+#: a value that starts with '-' but is numbers ("-0.1,0.2"): argparse would take it for an
+#: option (it only knows single negative numbers), so it is attached: --context=-0.1,0.2
+_NEGATIVE_VALUES = re.compile(r"^-[0-9.][0-9eE.+-]*(,\s*[-+]?[0-9.][0-9eE.+-]*)+$")
+_VALUE_OPTIONS = ("--context",)
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in _VALUE_OPTIONS and _NEGATIVE_VALUES.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def _integer(text: str, low: int, high: int | None = None) -> int:
@@ -244,7 +270,10 @@ def _load(name: str, vae_too: bool = False):
     from nfzoo.vae import FlowVAE
 
     found = _resolve(name)
-    model = found.load() if isinstance(found, PretrainedEntry) else load(found, source="folder")
+    try:
+        model = found.load() if isinstance(found, PretrainedEntry) else load(found, source="folder")
+    except ValueError as e:  # config.json, the weights or their digest: an invalid input
+        raise CLIError(one_line(e)) from None
     if not isinstance(model, Flow) and not (vae_too and isinstance(model, FlowVAE)):
         raise CLIError(
             f"{name} is a {type(model).__name__}, not a flow: this command scores and exports "
@@ -276,6 +305,73 @@ def _batch_seed(seed: int | None, index: int) -> int | None:
     import numpy as np
 
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] >> 1)
+
+
+def _context(text: str | None, model, name: str, rows: int | None = None):
+    """The ``--context`` of a conditional ``model``: None for an unconditional one, a float32
+    vector [C] (one context for every row), or, where ``rows`` (the input's rows) is given,
+    a ``Table`` of ``rows`` contexts. Refuses a context given to an unconditional flow,
+    missing for a conditional one, or of the wrong length."""
+    import numpy as np
+
+    from nfzoo.arrays import SUFFIXES, TableError, open_table
+
+    dim = getattr(model, "context_dim", None)
+    if text is None:
+        if dim:
+            raise CLIError(
+                f"{name} is a conditional flow: pass --context, its {dim} values comma-separated "
+                f"(e.g. --context={','.join(['0'] * dim)}) or a .npy / .csv file"
+            )
+        return None
+    if not dim:
+        raise CLIError(f"{name} is not a conditional flow: it takes no --context")
+    if Path(text).suffix.lower() in SUFFIXES or Path(text).exists():
+        try:
+            table = open_table(text, columns=dim)
+        except TableError as e:
+            raise CLIError(f"--context: {one_line(e)}") from None
+        if table.rows == 1:
+            return table.read()[0]
+        if rows is None:
+            raise CLIError(
+                f"--context {text} has {table.rows} rows; sample takes one context (one row)"
+            )
+        if table.rows != rows:
+            raise CLIError(
+                f"--context {text} has {table.rows} rows; expected 1 (one context for every "
+                f"row) or as many as the input ({rows})"
+            )
+        return table
+    try:
+        values = np.array([float(v) for v in text.split(",")], dtype=np.float64)
+    except ValueError:
+        raise CLIError(
+            f"--context must be {dim} comma-separated numbers or a .npy / .csv file; "
+            f"received {text!r}"
+        ) from None
+    if len(values) != dim:
+        raise CLIError(f"--context has {len(values)} value(s); {name} takes contexts of {dim}")
+    if not np.all(np.abs(values) <= float(np.finfo(np.float32).max)):
+        raise CLIError(f"--context values must be finite numbers in float32; received {text!r}")
+    return values.astype(np.float32)
+
+
+def _rows_from(blocks: Iterator) -> Callable:
+    """``take(k)``: the next ``k`` rows of the row blocks ``blocks`` (a table's chunks cut
+    to the batches of another table, rows in order)."""
+    import numpy as np
+
+    pending: list = []
+
+    def take(k: int):
+        while sum(map(len, pending)) < k:
+            pending.append(next(blocks))
+        joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+        pending[:] = [joined[k:]] if len(joined) > k else []
+        return joined[:k]
+
+    return take
 
 
 # ---- commands -----------------------------------------------------------------------------
@@ -364,11 +460,13 @@ def cmd_sample(args) -> None:
 
     output = check_output(args.output, args.overwrite)
     model = _load(args.name, vae_too=True)
+    context = _context(args.context, model, args.name)
+    kwargs = {} if context is None else {"context": context}
     columns = _event_size(model)
 
     def draws():
         for i, rows in _batches(args.n, batch_rows(columns)):
-            x = model.sample(rows, seed=_batch_seed(args.seed, i)).numpy()
+            x = model.sample(rows, seed=_batch_seed(args.seed, i), **kwargs).numpy()
             yield x.reshape(rows, columns)
 
     write_table(output, draws(), args.n, columns, overwrite=args.overwrite)
@@ -386,6 +484,8 @@ def cmd_logprob(args) -> None:
     if not flow.has_inverse:
         raise CLIError(f"{args.name} has no inverse, so it cannot score external points")
     table = open_table(args.input, columns=flow.event_size)
+    context = _context(args.context, flow, args.name, rows=table.rows)
+    contexts = _rows_from(context.chunks()) if hasattr(context, "chunks") else None
     total = 0.0
 
     def scores():
@@ -394,7 +494,10 @@ def cmd_logprob(args) -> None:
         for block in table.chunks():
             for start in range(0, len(block), size):
                 x = block[start : start + size].reshape((-1, *flow.data_event_shape))
-                log_prob = flow.log_prob(x).numpy().astype(np.float64)
+                kwargs = {}
+                if context is not None:
+                    kwargs["context"] = contexts(len(x)) if contexts else context
+                log_prob = flow.log_prob(x, **kwargs).numpy().astype(np.float64)
                 total += float(log_prob.sum())
                 yield log_prob[:, None]
 
@@ -491,13 +594,17 @@ def cmd_train(args) -> None:
     flow = result.flow
     metrics = {"train_loss": result.final_loss}
     if n_val:
-        metrics["val_nll_nats"] = float(-np.mean(flow.log_prob(val)))
+        metrics["val_nll_nats"] = _mean_nll(flow, val)
     bad = [k for k, v in metrics.items() if not np.isfinite(v)]
     if bad:
         raise CommandError(
             f"training diverged ({', '.join(f'{k} {metrics[k]}' for k in bad)}); nothing was "
             "saved. A smaller --lr, or data on a scale near 1, usually trains"
         )
+    if n_val:
+        _check_beats_gaussian(flow, train, val, "held-out")
+    else:
+        _check_beats_gaussian(flow, train, train[:GAUSSIAN_CHECK_ROWS], "training")
     if not _is_chief():
         return  # under multi-worker training, one worker writes the result
     flow.save_pretrained(
@@ -524,6 +631,41 @@ def cmd_train(args) -> None:
         f"saved {args.out} ({result.steps} steps on {result.replicas} replica(s), "
         f"{result.seconds:.1f} s; {summary})"
     )
+
+
+def _mean_nll(flow, x) -> float:
+    """-mean log q(x) in nats, in batches (memory flat in the number of rows)."""
+    import numpy as np
+
+    size = batch_rows(flow.event_size)
+    total = sum(
+        float(np.sum(flow.log_prob(x[i : i + size]).numpy(), dtype=np.float64))
+        for i in range(0, len(x), size)
+    )
+    return -total / len(x)
+
+
+def _check_beats_gaussian(flow, train, held_out, rows: str) -> None:
+    """Refuses a trained flow that fits ``held_out`` worse than a diagonal Gaussian fitted
+    to ``train`` by more than ``GAUSSIAN_MARGIN_NATS`` per dimension: training that ran
+    without a non-finite step but got nowhere (data on a scale of 1e6 with Adam's default
+    steps; a learning rate far too large) would otherwise be saved as if it had worked."""
+    import numpy as np
+
+    x = np.asarray(train, np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    if not np.all(np.isfinite(std) & (std > 0)):
+        return  # a constant column: no Gaussian to compare with
+    z = (np.asarray(held_out, np.float64) - mean) / std
+    gaussian = float(np.mean(np.sum(0.5 * z**2 + np.log(std) + 0.5 * np.log(2 * np.pi), axis=1)))
+    nll = _mean_nll(flow, held_out)
+    if not nll <= gaussian + GAUSSIAN_MARGIN_NATS * x.shape[1]:
+        raise CommandError(
+            f"training failed: the flow's NLL on {rows} "
+            f"rows is {nll:.4g} nats, worse than a Gaussian fitted to the training rows "
+            f"({gaussian:.4g} nats) by more than {GAUSSIAN_MARGIN_NATS:g} nat per dimension; "
+            "nothing was saved. Standardise the data (values on a scale near 1), or change --lr"
+        )
 
 
 def _is_chief() -> bool:
@@ -607,11 +749,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=_count, default=1000, help="number of samples")
     p.add_argument("-o", "--output", required=True, help="out.npy or out.csv")
     p.add_argument("--seed", type=_seed, default=None, help=f"0 to {MAX_SEED}")
+    p.add_argument("--context", help=CONTEXT_HELP + " (one row)")
     _add_overwrite(p, "output file")
 
     p = _command(sub, "logprob", cmd_logprob, "log-density of each row of a .npy or .csv file")
     p.add_argument("name")
     p.add_argument("--input", required=True)
+    p.add_argument(
+        "--context", help=CONTEXT_HELP + " (one row for every input row, or one per input row)"
+    )
     p.add_argument("-o", "--output", help="write the log-densities here (default: stdout)")
     _add_overwrite(p, "output file")
 
