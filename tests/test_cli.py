@@ -301,10 +301,17 @@ def test_sample_refuses_to_overwrite_unless_asked(capsys, tmp_path):
     assert code == 0 and np.loadtxt(out, delimiter=",").shape == (5, 2)
 
 
-def test_plot_writes_the_format_its_extension_names(capsys, tmp_path):
-    jpg = tmp_path / "moons.jpg"
-    code, _, _ = run(capsys, "plot", "maf-moons", "-o", str(jpg))
-    assert code == 0 and jpg.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG, not PNG bytes
+@pytest.mark.parametrize(
+    "suffix, magic",
+    [(".jpg", b"\xff\xd8\xff"), (".JPEG", b"\xff\xd8\xff"), (".pdf", b"%PDF"), (".svg", b"<?xml")],
+)
+def test_plot_writes_the_format_its_extension_names(capsys, tmp_path, suffix, magic):
+    image = tmp_path / f"moons{suffix}"
+    code, _, err = run(capsys, "plot", "maf-moons", "-o", str(image))
+    assert code == 0, err
+    assert image.read_bytes().startswith(magic)  # PNG bytes whatever the name, before
+    code, _, err = run(capsys, "plot", "maf-moons", "-o", str(image))
+    assert code == USAGE and "exists; pass --overwrite" in err
 
 
 def test_export_without_its_runtimes_is_refused_before_any_work(capsys, tmp_path, monkeypatch):
@@ -414,3 +421,164 @@ def test_export_prints_progress_and_no_noise(capfd, tmp_path):
     assert captured.err == ""  # no tf2onnx deprecation notices, no LiteRT delegate line
     assert captured.out.startswith("exporting tiny to onnx, tflite: converting")
     assert json.loads((out / "manifest.json").read_text())["name"] == "tiny"
+
+
+# ---- invalid folders and registries ------------------------------------------------------
+
+
+def _without_modules(config):
+    if isinstance(config, dict):
+        config.pop("module", None) if "class_name" in config else None
+        for value in config.values():
+            _without_modules(value)
+    elif isinstance(config, list):
+        for value in config:
+            _without_modules(value)
+    return config
+
+
+BROKEN_CONFIGS = {
+    "no-digest": (
+        lambda c: {k: v for k, v in c.items() if k != "weights_sha256"},
+        "must record the sha256 of model.weights.h5",
+    ),
+    "no-layers": (
+        lambda c: {**c, "flow": {k: v for k, v in c["flow"].items() if k != "layers"}},
+        "'flow' must hold 'layers'",
+    ),
+    "top-level-list": (lambda c: [c], "must hold a JSON object"),
+    "deep": (lambda c: "[" * 100000 + "]" * 100000, "nests deeper than 64 levels"),
+    "no-module": (_without_modules, "must name its 'module'"),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_CONFIGS))
+def test_an_invalid_saved_folder_is_one_line_with_status_2(capsys, tmp_path, broken):
+    folder = nfzoo.build("nice", 2, num_layers=2, hidden_units=[8]).save_pretrained(tmp_path / "f")
+    edit, message = BROKEN_CONFIGS[broken]
+    config = edit(json.loads((folder / "config.json").read_text()))
+    (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    sample = ["sample", str(folder), "-n", "3", "-o", str(tmp_path / "s.npy")]
+    export = ["export", str(folder), "--formats", "saved_model", "--out", str(tmp_path / "e")]
+    for argv in (sample, export):
+        code, _, err = run(capsys, *argv)
+        assert code == USAGE, err  # exit 1 before: an invalid input, not a failed command
+        assert_one_line_error(err, argv[0], message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_a_registry_with_an_unknown_field_is_one_line_with_status_2(capsys, tmp_path, monkeypatch):
+    index = json.loads((nfzoo.pretrained.pretrained_dir() / "index.json").read_text())
+    index["maf-moons"]["license"] = "MIT"
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    monkeypatch.setenv("NFZOO_PRETRAINED_DIR", str(tmp_path))
+    code, _, err = run(capsys, "list")
+    assert code == USAGE
+    assert_one_line_error(err, "list", "must have exactly the fields")
+
+
+# ---- training that diverges or gets nowhere ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scale, extra, message",
+    [
+        (1e6, [], "worse than a Gaussian fitted to the training rows"),  # was saved, NLL 1303
+        (3e38, [], "training diverged"),  # finite in float32, its square is not
+        (1.0, ["--lr", "100", "--steps", "20"], "training diverged"),
+    ],
+)
+def test_training_that_diverges_or_gets_nowhere_exits_1_and_saves_nothing(
+    capsys, tmp_path, scale, extra, message
+):
+    x = np.random.RandomState(0).normal(size=(512, 2))
+    np.save(tmp_path / "x.npy", np.clip(x * scale, -3.3e38, 3.3e38))
+    argv = ["train", "maf", "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "m")]
+    code, _, err = run(capsys, *argv, "--steps", "2", "--batch-size", "64", *extra)
+    assert code == FAILED, err
+    assert_one_line_error(err, "train", message)
+    assert "nothing was saved" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+# ---- conditional flows -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory):
+    """A small conditional NSF whose density depends on its context (weights perturbed: the
+    conditioners' last layers start at zero)."""
+    flow = nfzoo.build("nsf", 2, context_dim=2)
+    rng = np.random.RandomState(0)
+    for w in flow.trainable_weights:
+        w.assign(w.numpy() + 0.3 * rng.standard_normal(w.shape).astype(np.float32))
+    folder = flow.save_pretrained(tmp_path_factory.mktemp("cond") / "cond")
+    return nfzoo.load(folder), str(folder)
+
+
+def test_sample_with_a_context(capsys, tmp_path, conditional):
+    flow, folder = conditional
+    out = tmp_path / "s.npy"
+    code, _, err = run(
+        capsys, "sample", folder, "-n", "40", "-o", str(out), "--seed", "1", "--context", "-0.5,2"
+    )  # a vector starting with '-' is the option's value, not an option
+    assert code == 0, err
+    expected = flow.sample(40, seed=1, context=np.array([-0.5, 2.0], np.float32))
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-5)
+    np.savetxt(tmp_path / "c.csv", [[-0.5, 2.0]], delimiter=",")
+    out2 = tmp_path / "s2.csv"
+    code, _, err = run(
+        capsys, "sample", folder, "-n", "40", "-o", str(out2), "--seed", "1",
+        "--context", str(tmp_path / "c.csv"),
+    )  # fmt: skip
+    assert code == 0, err
+    np.testing.assert_allclose(np.loadtxt(out2, delimiter=","), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_logprob_with_one_context_or_one_per_row(capsys, tmp_path, conditional, monkeypatch):
+    monkeypatch.setattr(cli, "MAX_BATCH_ROWS", 16)  # contexts cut to many batches
+    monkeypatch.setattr("nfzoo.arrays.CHUNK_VALUES", 22)  # from chunks of another length
+    flow, folder = conditional
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=(50, 2)).astype(np.float32)
+    c = rng.normal(size=(50, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "c.npy", c)
+    score = ["logprob", folder, "--input", str(tmp_path / "x.npy"), "-o"]
+    code, _, err = run(
+        capsys, *score, str(tmp_path / "a.npy"), "--context", str(tmp_path / "c.npy")
+    )
+    assert code == 0, err
+    expected = flow.log_prob(x, context=c).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy").ravel(), expected, rtol=1e-5, atol=1e-5)
+    code, _, err = run(capsys, *score, str(tmp_path / "b.npy"), "--context=0.3,-1")
+    assert code == 0, err
+    one = flow.log_prob(x, context=np.array([0.3, -1.0], np.float32)).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy").ravel(), one, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(one, expected, atol=1e-3)  # the context matters
+
+
+def test_wrong_contexts_are_one_line_with_status_2(capsys, tmp_path, conditional):
+    _, folder = conditional
+    np.save(tmp_path / "x.npy", np.zeros((6, 2), np.float32))
+    np.save(tmp_path / "c3.npy", np.zeros((3, 2), np.float32))
+    np.save(tmp_path / "wide.npy", np.zeros((1, 3), np.float32))
+    sample = ["sample", folder, "-n", "5", "-o", str(tmp_path / "s.npy")]
+    score = ["logprob", folder, "--input", str(tmp_path / "x.npy")]
+    cases = [
+        (sample, "is a conditional flow: pass --context, its 2 values"),
+        ([*sample, "--context", "1,2,3"], "--context has 3 value(s); "),
+        ([*sample, "--context", "1,x"], "--context must be 2 comma-separated numbers"),
+        ([*sample, "--context", "1,1e39"], "must be finite numbers in float32"),
+        ([*sample, "--context", str(tmp_path / "c3.npy")], "sample takes one context (one row)"),
+        ([*score, "--context", str(tmp_path / "c3.npy")], "has 3 rows; expected 1 (one context"),
+        ([*score, "--context", str(tmp_path / "wide.npy")], "has 3 columns; the flow expects 2"),
+        ([*score], "is a conditional flow: pass --context"),
+        (["sample", "maf-moons", "-n", "5", "-o", str(tmp_path / "s.npy"), "--context", "1,2"],
+         "maf-moons is not a conditional flow: it takes no --context"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == USAGE, (argv, err)
+        assert_one_line_error(err, argv[0], message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c3.npy", "wide.npy", "x.npy"]
