@@ -172,16 +172,30 @@ def _sizes(config: Any, keys) -> list[tuple[str, int]]:
     return found
 
 
-def _shapes(config: Any) -> list[tuple[str, list]]:
-    """The shapes under ``SHAPE_KEYS`` (lists of integers or null)."""
+def _shapes(config: Any, path: Path) -> list[tuple[str, list]]:
+    """The shapes under ``SHAPE_KEYS``: lists of integers or null (a list of such lists for
+    a layer of several inputs). Anything else there is refused: Keras builds from a
+    dimension of 1139422852.0 as readily as from 2."""
     found = []
     for obj in _objects(config):
         for key in SHAPE_KEYS:
-            shape = obj.get(key)
-            if isinstance(shape, list) and all(
-                d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in shape
-            ):
-                found.append((key, shape))
+            if obj.get(key) is None:
+                continue
+            shape = obj[key]
+            shapes = (
+                shape
+                if isinstance(shape, list) and shape and all(isinstance(d, list) for d in shape)
+                else [shape]
+            )
+            for one in shapes:
+                if not isinstance(one, list) or not all(
+                    d is None or (isinstance(d, int) and not isinstance(d, bool)) for d in one
+                ):
+                    raise ValueError(
+                        f"{path} gives {key} {json.dumps(one)[:80]}: a shape is a list of "
+                        "integers (or null for the batch)."
+                    )
+                found.append((key, one))
     return found
 
 
@@ -192,7 +206,7 @@ def check_against_weights(config: dict, key: str, weights: Path, path: Path) -> 
     largest = max(dims, default=0)
     model = config[key]
     sizes = _sizes(model, BOUNDED_KEYS)
-    for name, shape in _shapes(model):
+    for name, shape in _shapes(model, path):
         size = math.prod(d for d in shape if d is not None)
         if size > MAX_EVENT_SIZE or any(d is not None and d < 0 for d in shape):
             raise ValueError(

@@ -25,7 +25,7 @@ from nfzoo.arrays import TableError, open_table
 from nfzoo.cli import main
 
 FEW = settings(
-    max_examples=20,
+    max_examples=60,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
@@ -51,6 +51,10 @@ def workspace(tmp_path_factory):
     (root / "mine").mkdir()
     (root / "mine" / "notes.txt").write_text("the user's")
     nfzoo.build("nice", 2, num_layers=2, hidden_units=[8]).save_pretrained(root / "saved")
+    nfzoo.build("nsf", 2, context_dim=2, num_layers=2).save_pretrained(root / "cond")
+    np.save(root / "c.npy", rng.normal(size=(1, 2)))
+    np.save(root / "c40.npy", rng.normal(size=(40, 2)))  # one context per row of x.npy
+    np.save(root / "c3.npy", rng.normal(size=(3, 2)))
     return root
 
 
@@ -65,10 +69,14 @@ def fingerprint(root: Path) -> dict[str, str]:
 # ---- command lines ------------------------------------------------------------------------
 
 NAMES = ["maf-moons", "maf-moon", "./saved", "saved", "mine", "nope/x", "", "..", "planar-u1"]
+NAMES += ["cond", "cond", "maf-moons", "./saved", "./saved"]  # most names load
+CONTEXTS = ["0.1,-0.2", "-1,2", "1", "1,2,3", "x", "nan,1", "c.npy", "c40.npy", "c3.npy", "cond"]
+CONTEXTS += ["0.1,-0.2", "c40.npy"]
 NUMBERS = ["0", "1", "3", "-1", "1.5", "nan", "inf", "1e309", "4294967296", "x", "", "150"]
 INPUTS = ["x.npy", "x.csv", "wide.npy", "nan.npy", "complex.npy", "empty.npy", "text.csv"]
 INPUTS += ["missing.npy", "mine", "exists.csv", "saved/config.json"]
 OUTPUTS = ["out.npy", "out.csv", "out.txt", "exists.csv", "mine", "saved", ".", "new/o.npy"]
+OUTPUTS += ["out.npy", "out.csv"]  # most outputs can be written
 ARCHS = ["nice", "maf", "planar", "sylvester-orthogonal", "glow", "mafs", ""]
 
 
@@ -82,7 +90,7 @@ def flag(name, values):
 
 name = st.sampled_from(NAMES)
 number = st.one_of(st.sampled_from(NUMBERS), st.integers(-5, 10**5).map(str))
-small = st.sampled_from(["1", "2", "5", "16", "0", "-2", "x", "2.5"])
+small = st.sampled_from(["1", "2", "5", "16", "0", "-2", "x", "2.5", "3", "7"])
 
 
 def command_lines(slow: bool):
@@ -95,12 +103,14 @@ def command_lines(slow: bool):
             small.map(lambda n: ["-n", n]),
             st.sampled_from(OUTPUTS).map(lambda o: ["-o", o]),
             flag("--seed", NUMBERS),
+            flag("--context", CONTEXTS),
             optional("--overwrite"),
         ),
         st.tuples(
             st.just(["logprob"]),
             name.map(lambda n: [n]),
             st.sampled_from(INPUTS).map(lambda i: ["--input", i]),
+            flag("--context", CONTEXTS),
             flag("-o", OUTPUTS),
             optional("--overwrite"),
         ),
@@ -120,8 +130,38 @@ def command_lines(slow: bool):
             lambda junk: (junk,)
         ),
     ]
+    # command lines that mostly succeed, so that the results are checked too
+    written = st.sampled_from(["out.npy", "out.csv", "new/o.npy"])
+
+    def loads(contexts):  # a flow, with a context where it is conditional
+        return st.one_of(
+            st.sampled_from([["maf-moons"], ["./saved"]]),
+            st.sampled_from(contexts).map(lambda c: ["cond", "--context", c]),
+        )
+
+    commands += [
+        st.tuples(
+            st.just(["sample"]),
+            loads(["0.1,-0.2", "-1,2", "c.npy"]),
+            st.sampled_from(["1", "3", "50"]).map(lambda n: ["-n", n]),
+            written.map(lambda o: ["-o", o, "--overwrite"]),
+            flag("--seed", ["0", "7"]),
+        ),
+        st.tuples(
+            st.just(["logprob"]),
+            loads(["0.1,-0.2", "-1,2", "c.npy", "c40.npy"]),
+            st.sampled_from(["x.npy", "x.npy", "x.csv"]).map(lambda i: ["--input", i]),
+            st.one_of(st.just([]), written.map(lambda o: ["-o", o, "--overwrite"])),
+        ),
+    ]
     if slow:
         commands += [
+            st.tuples(
+                st.just(["train"]),
+                st.sampled_from(["nice", "maf", "realnvp"]).map(lambda a: [a]),
+                st.sampled_from(["moons", "x.npy", "x.csv"]).map(lambda d: ["--data", d]),
+                st.just(["--out", "model", "--overwrite", "--steps", "2", "--num-points", "64"]),
+            ),
             st.tuples(
                 st.just(["plot"]),
                 name.map(lambda n: [n]),
@@ -171,6 +211,7 @@ def check_command(root: Path, argv: list[str]) -> None:
     replaced = {"exists.csv"} if "--overwrite" in argv else set()
     for path, digest in before.items():  # nothing of the user's deleted or changed
         if path.split("/")[0] not in replaced and not path.startswith(("saved/", "out", "new")):
+            # cond/ is not listed: no command may write into the conditional flow's folder
             assert after.get(path) == digest, (argv, path, err)
     leftovers = [p.name for p in root.rglob(".*") if TEMPORARY.match(p.name)]
     assert not leftovers, (argv, leftovers)
@@ -194,7 +235,7 @@ def check_result(root: Path, argv: list[str], out: str) -> None:
         assert nfzoo.load(root / argv[argv.index("--out") + 1], source="folder") is not None
 
 
-@FEW
+@settings(FEW, max_examples=100)
 @given(argv=command_lines(slow=False))
 def test_command_lines(workspace, argv):
     check_command(workspace, argv)

@@ -406,6 +406,14 @@ def test_config_sizes_are_checked_against_the_weights_before_anything_is_built(
             lambda c: c["flow"].update(layers=layers * 500),
             f"lists {500 * len(layers)} layers; model.weights.h5 holds weights for {len(layers)}",
         ),
+        (  # found by tests/test_fuzz.py: a float dimension passed the checks, 5 GB and more
+            lambda c: layers[-1]["build_config"].update(input_shape=[1139422852.0]),
+            "gives input_shape [1139422852.0]: a shape is a list of integers",
+        ),
+        (
+            lambda c: layers[-1]["build_config"].update(input_shape=[None, "2"]),
+            "a shape is a list of integers",
+        ),
     ]
     for change, message in cases:
         broken = json.loads(json.dumps(config))
