@@ -685,6 +685,11 @@ def cmd_plot(args) -> None:
     if not args.overwrite and os.path.lexists(args.output):
         raise CLIError(f"{args.output} exists; pass --overwrite to replace it")
     model = _load(args.name, vae_too=True)
+    if getattr(model, "context_dim", None):
+        raise CLIError(
+            f"{args.name} is a conditional flow (context_dim={model.context_dim}); plot draws "
+            "unconditional ones: draw its samples with nfzoo sample --context and plot those"
+        )
     is_2d = getattr(model, "event_size", None) == 2
     draw = plots.density_figure if is_2d else plots.sample_grid
     print(f"wrote {draw(model, args.output, seed=args.seed, overwrite=args.overwrite)}")

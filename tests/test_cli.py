@@ -576,6 +576,7 @@ def test_wrong_contexts_are_one_line_with_status_2(capsys, tmp_path, conditional
         ([*score], "is a conditional flow: pass --context"),
         (["sample", "maf-moons", "-n", "5", "-o", str(tmp_path / "s.npy"), "--context", "1,2"],
          "maf-moons is not a conditional flow: it takes no --context"),
+        (["plot", folder, "-o", str(tmp_path / "p.png")], "plot draws unconditional ones"),
     ]  # fmt: skip
     for argv, message in cases:
         code, _, err = run(capsys, *argv)

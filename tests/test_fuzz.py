@@ -31,6 +31,9 @@ FEW = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 MANY = settings(FEW, max_examples=300, derandomize=False)
+#: what commands may write or replace (with --overwrite: folders nfzoo wrote); cond/ is not
+#: listed, so no command may write into the conditional flow's folder
+NFZOO_OUTPUTS = ("saved/", "model/", "out", "new/", "p.", "e/")
 TEMPORARY = re.compile(r"^\..*\.(partial|old)\.\d+\.")
 
 # ---- a user's folder, which no command may damage -----------------------------------------
@@ -210,8 +213,7 @@ def check_command(root: Path, argv: list[str]) -> None:
     after = fingerprint(root)
     replaced = {"exists.csv"} if "--overwrite" in argv else set()
     for path, digest in before.items():  # nothing of the user's deleted or changed
-        if path.split("/")[0] not in replaced and not path.startswith(("saved/", "out", "new")):
-            # cond/ is not listed: no command may write into the conditional flow's folder
+        if path.split("/")[0] not in replaced and not path.startswith(NFZOO_OUTPUTS):
             assert after.get(path) == digest, (argv, path, err)
     leftovers = [p.name for p in root.rglob(".*") if TEMPORARY.match(p.name)]
     assert not leftovers, (argv, leftovers)
