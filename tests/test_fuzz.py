@@ -226,12 +226,20 @@ def check_result(root: Path, argv: list[str], out: str) -> None:
     command = argv[0]
     if command == "sample":
         output = root / argv[argv.index("-o") + 1]
-        rows = np.load(output) if output.suffix == ".npy" else np.loadtxt(output, delimiter=",")
+        rows = (
+            np.load(output)
+            if output.suffix == ".npy"
+            else np.loadtxt(output, delimiter=",", ndmin=2)
+        )
         assert len(rows) == int(argv[argv.index("-n") + 1]), argv
     elif command == "logprob" and "-o" in argv:
         data = open_table(root / argv[argv.index("--input") + 1])
         output = root / argv[argv.index("-o") + 1]
-        scores = np.load(output) if output.suffix == ".npy" else np.loadtxt(output, delimiter=",")
+        scores = (
+            np.load(output)
+            if output.suffix == ".npy"
+            else np.loadtxt(output, delimiter=",", ndmin=2)
+        )
         assert np.size(scores) == data.rows and np.isfinite(scores).all(), argv
     elif command == "train":
         assert nfzoo.load(root / argv[argv.index("--out") + 1], source="folder") is not None
