@@ -326,7 +326,7 @@ def _context(text: str | None, model, name: str, rows: int | None = None):
         return None
     if not dim:
         raise CLIError(f"{name} is not a conditional flow: it takes no --context")
-    if Path(text).suffix.lower() in SUFFIXES or Path(text).exists():
+    if Path(text).suffix.lower() in SUFFIXES or Path(text).is_file():
         try:
             table = open_table(text, columns=dim)
         except TableError as e:

@@ -569,6 +569,7 @@ def test_wrong_contexts_are_one_line_with_status_2(capsys, tmp_path, conditional
         (sample, "is a conditional flow: pass --context, its 2 values"),
         ([*sample, "--context", "1,2,3"], "--context has 3 value(s); "),
         ([*sample, "--context", "1,x"], "--context must be 2 comma-separated numbers"),
+        ([*sample, "--context", ""], "--context must be 2 comma-separated numbers"),
         ([*sample, "--context", "1,1e39"], "must be finite numbers in float32"),
         ([*sample, "--context", str(tmp_path / "c3.npy")], "sample takes one context (one row)"),
         ([*score, "--context", str(tmp_path / "c3.npy")], "has 3 rows; expected 1 (one context"),
