@@ -405,7 +405,7 @@ def test_cli_exports_a_saved_flow(tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["name"] == "flow" and set(manifest["formats"]) == {"onnx"}
     assert "| flow | generate | " in capsys.readouterr().out
-    assert main([str(tmp_path / "missing.keras"), "--out", str(tmp_path / "o2")]) == 1
+    assert main([str(tmp_path / "missing.keras"), "--out", str(tmp_path / "o2")]) == 2  # input
     assert "missing.keras" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
 
