@@ -405,6 +405,7 @@ class Flow(TrainableModel):
         for g in grads:
             if g is not None:
                 healthy = tf.logical_and(healthy, tf.reduce_all(tf.math.is_finite(g)))
+        healthy = _compat.all_replicas(healthy)  # one replica's NaN stops them all
         guard = self._guard
         first_failure = tf.logical_and(tf.logical_not(healthy), guard.step < 0)
         step = tf.cast(self.optimizer.iterations, tf.int64) + 1
@@ -412,11 +413,10 @@ class Flow(TrainableModel):
         guard.loss.assign(tf.where(first_failure, tf.cast(loss, tf.float64), guard.loss))
         update = tf.logical_and(healthy, guard.step < 0)
 
-        def apply():
+        def apply(grads):
             self.optimizer.apply_gradients(zip(grads, variables))
-            return tf.constant(True)
 
-        tf.cond(update, apply, lambda: tf.constant(False))
+        _compat.apply_if(update, apply, (grads,))
         self._loss_tracker.update_state(
             tf.where(update, loss, tf.zeros_like(loss)),
             sample_weight=tf.where(update, tf.shape(y_pred)[0], 0),

@@ -17,6 +17,8 @@ base noise, which makes the base N(mu(c), diag sigma(c)^2).
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,6 +72,49 @@ class Architecture:
     example_options: tuple[tuple[str, object], ...] = ()
     #: whether the builder takes ``context_dim`` (conditional flows)
     conditional: bool = False
+
+    @property
+    def options(self) -> dict[str, object]:
+        """The builder's options and their defaults (what ``build(arch, ..., **options)``
+        accepts besides the arguments every architecture takes)."""
+        params = list(inspect.signature(self.builder).parameters.values())[1:]  # after event
+        return {p.name: p.default for p in params if p.name not in _COMMON_ARGUMENTS}
+
+
+#: arguments ``build`` itself passes to every builder
+_COMMON_ARGUMENTS = ("dtype", "seed", "context_dim")
+#: option names that mean the same thing in different builders or peer libraries, for the
+#: suggestion in the error on an unknown option
+_SYNONYMS = (
+    {"num_layers", "num_steps", "steps_per_level", "num_transforms", "transforms", "num_flows"},
+    {"hidden_units", "hidden_channels", "hidden_features", "hidden", "units", "hidden_sizes"},
+    {"levels", "num_scales", "num_blocks", "scales"},
+    {"num_levels", "grey_levels", "num_bins_data"},
+    {"num_bins", "bins", "count_bins"},
+    {"bound", "tail_bound", "interval"},
+    {"permutation", "ordering", "order", "mixing"},
+)
+
+
+def _check_options(arch: str, entry: Architecture, options: dict) -> None:
+    """ValueError naming the architecture, its valid options and the likeliest intended one
+    for every option its builder does not take."""
+    valid = entry.options
+    unknown = [k for k in options if k not in valid]
+    if not unknown:
+        return
+    hints = []
+    for k in unknown:
+        alike = [v for group in _SYNONYMS if k in group for v in valid if v in group]
+        alike = alike or difflib.get_close_matches(k, list(valid), n=1, cutoff=0.6)
+        hints.append(f"{k!r} (did you mean {alike[0]!r}?)" if alike else repr(k))
+    listing = ", ".join(f"{k}={v!r}" for k, v in valid.items()) or "none"
+    raise ValueError(
+        f"{arch} has no option {', '.join(hints)}. Its options (with defaults): {listing}; "
+        "every architecture also takes dtype, seed, name"
+        + (", context_dim, conditional_base" if entry.conditional else "")
+        + " and standardize."
+    )
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture")
@@ -149,6 +194,7 @@ def build(
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64'; received {dtype!r}.")
     event = shape[0] if entry.event_rank == 1 else shape
+    _check_options(arch, entry, options)
     if entry.conditional:
         options["context_dim"] = context_dim
     with _seeded_initializers(seed):

@@ -330,3 +330,26 @@ def test_tf_saved_model_save_works_with_and_without_an_inverse(arch, options, tm
     else:
         out = serving(z=tf.constant(u))
         np.testing.assert_allclose(out["log_prob"], flow.generate_and_log_prob(u)[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", nfzoo.list_architectures())
+def test_build_refuses_unknown_options_and_names_the_valid_ones(arch):
+    """An option the builder does not take is a ValueError naming the architecture and every
+    valid option (never a TypeError about a private function); a near miss is suggested."""
+    entry = nfzoo.architecture(arch)
+    with pytest.raises(ValueError) as info:
+        nfzoo.build(arch, entry.example_shape, no_such_option=1)
+    message = str(info.value)
+    assert arch in message and "'no_such_option'" in message
+    for option in entry.options:
+        assert f"{option}=" in message
+    typo = next(iter(entry.options))[:-1]  # the first option with its last letter dropped
+    with pytest.raises(ValueError, match=f"did you mean '{next(iter(entry.options))}'"):
+        nfzoo.build(arch, entry.example_shape, **{typo: 1})
+
+
+def test_build_suggests_the_synonym_each_builder_uses():
+    with pytest.raises(ValueError, match="glow-1d has no option 'num_layers' .*'num_steps'"):
+        nfzoo.build("glow-1d", 6, num_layers=5)
+    with pytest.raises(ValueError, match="maf has no option 'num_steps' .*'num_layers'"):
+        nfzoo.build("maf", 6, num_steps=5)

@@ -22,7 +22,11 @@ Before anything is published every artifact is loaded in its runtime (TensorFlow
 SavedModel, onnxruntime, the ``ai_edge_litert`` interpreter) and run at batch 1, 1000 and
 10,000 (data inputs: the flow's own samples) on fixed inputs against the Keras model
 (``flow.log_prob``, ``flow.encode``, ...). An output that differs by more than
-``TOLERANCE`` (absolute; relative where |value| > 100) fails the export with ``ExportError``;
+``TOLERANCE`` (absolute; relative where |value| > 100) fails the export with ``ExportError``,
+unless the Keras model's own float32 answer is not determined that finely: a deep flow run op
+by op and compiled by XLA (the same weights and inputs; only summation order and fusion
+differ) can disagree by more than 1e-4 on its own samples. The artifact then passes within
+``ROUNDING_FACTOR`` times that spread, and the manifest records the tolerance applied;
 ``sample`` is random, so it is checked by shape, finiteness and its mean against the Keras
 model's samples. Everything is written to a temporary folder beside the
 destination and renamed into place only once every check has passed.
@@ -37,6 +41,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from nfzoo.exporting.formats import (
     ONNX_OPSET,
@@ -66,6 +71,12 @@ TOLERANCE = 1e-4
 #: on glow-1d-moons, TF/Keras, onnxruntime and LiteRT are each up to 0.7-1e-4 from the
 #: float64 answer on 20,000 of its samples, and 4e-5 from each other.
 PARITY_BATCHES = (1, 1000, 10_000)
+#: an output beyond TOLERANCE still passes within this many times the Keras model's own float32
+#: rounding spread (largest |eager - XLA| on the same 10,000 inputs, ``_rounding_spread``).
+#: glow-digits (2 levels x 8 steps): eager and XLA differ by 2.3e-4 in log_prob (values -27 to
+#: -138) and 4.4e-4 in encode; each is 1e-4 to 3e-4 from the float64 answer, and the exported
+#: graphs 1.0e-4 to 1.8e-4 from eager Keras.
+ROUNDING_FACTOR = 4.0
 #: rows of the reference inputs and outputs stored in the manifest
 REFERENCE_ROWS = 8
 #: seed of the fixed parity inputs
@@ -154,7 +165,14 @@ def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict) -> dic
                 raise ExportError(f"ONNX conversion of endpoint {ep!r} failed: {e}") from e
         runners["onnx"] = OnnxRunner(tmp)
 
-    inputs, expected = _parity_inputs(flow, frozen)
+    inputs, expected, keras_fns = _parity_inputs(flow, frozen)
+    spreads = {}
+
+    def spread(ep: str) -> dict:  # computed once per endpoint, and only when needed
+        if ep not in spreads:
+            spreads[ep] = _rounding_spread(keras_fns[ep], inputs, frozen[ep].endpoint, expected)
+        return spreads[ep]
+
     parity = {}
     failures = []
     for fmt in formats:
@@ -162,7 +180,7 @@ def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict) -> dic
         for ep in endpoints:
             try:
                 endpoint = frozen[ep].endpoint
-                parity[fmt][ep] = _measure(runners[fmt], flow, endpoint, inputs, expected)
+                parity[fmt][ep] = _measure(runners[fmt], flow, endpoint, inputs, expected, spread)
             except Exception as e:
                 failures.append(f"{fmt}/{ep}: raised {type(e).__name__}: {e}")
                 continue
@@ -172,7 +190,8 @@ def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict) -> dic
     if failures:
         raise ExportError(
             f"Export of {name!r} failed its parity check against the Keras model "
-            f"(tolerance {TOLERANCE}):\n  " + "\n  ".join(failures)
+            f"(tolerance {TOLERANCE}, or {ROUNDING_FACTOR:g} x the Keras model's own float32 "
+            "rounding spread where that is larger):\n  " + "\n  ".join(failures)
         )
     manifest = _manifest(flow, name, formats, frozen, parity, inputs, expected, tmp)
     manifest["source"] = source
@@ -215,7 +234,20 @@ def _parity_inputs(flow: Flow, frozen):
     # sample: the Keras model's own samples (for the first context), to compare the mean with
     one = {k: v[:1] for k, v in kw.items()}
     expected["sample"] = {"x": np.asarray(flow.sample(4 * n, seed=PARITY_SEED, **one))}
-    return inputs, expected
+    return inputs, expected, keras_fns
+
+
+def _rounding_spread(keras_fn, inputs, endpoint, expected) -> dict:
+    """How finely the Keras model's float32 answer is determined: ``scaled_error`` between
+    the eager outputs (``expected``) and the same function compiled by XLA, on the full parity
+    inputs, per output. An empty dict when XLA cannot compile it (no allowance is made)."""
+    arg = inputs[endpoint.inputs[0]]
+    try:
+        compiled = tf.function(keras_fn, jit_compile=True)(tf.constant(arg))
+    except tf.errors.OpError:  # an op XLA cannot compile: no compiled reference, no allowance
+        return {}
+    ref = expected[endpoint.name]
+    return {k: scaled_error(np.asarray(v), ref[k]) for k, v in compiled.items() if k in ref}
 
 
 def scaled_error(actual: np.ndarray, reference: np.ndarray) -> float:
@@ -231,8 +263,10 @@ def scaled_error(actual: np.ndarray, reference: np.ndarray) -> float:
     return float(np.max(np.nan_to_num(err, nan=np.inf))) if err.size else 0.0
 
 
-def _measure(runner, flow: Flow, endpoint, inputs, expected) -> dict:
-    """Runs ``endpoint`` at each parity batch size; returns per-batch error records."""
+def _measure(runner, flow: Flow, endpoint, inputs, expected, spread=None) -> dict:
+    """Runs ``endpoint`` at each parity batch size; returns per-batch error records. An
+    output beyond ``TOLERANCE`` is judged against ``ROUNDING_FACTOR`` x ``spread(ep)[k]``
+    (the Keras model's own rounding spread) where ``spread`` is given and that is larger."""
     ep = endpoint.name
     results = {}
     for batch in PARITY_BATCHES:
@@ -253,16 +287,24 @@ def _measure(runner, flow: Flow, endpoint, inputs, expected) -> dict:
             }
             continue
         errs = {k: scaled_error(out[k], expected[ep][k][:batch]) for k in endpoint.outputs}
+        tolerances = {k: TOLERANCE for k in errs}
+        if spread is not None and any(e > TOLERANCE for e in errs.values()):
+            floor = spread(ep)
+            for k in errs:
+                tolerances[k] = max(TOLERANCE, ROUNDING_FACTOR * floor.get(k, 0.0))
         worst = max(errs.values())
         results[key] = {
             "max_error": worst,
-            "passed": bool(worst <= TOLERANCE),
+            "passed": all(errs[k] <= tolerances[k] for k in errs),
             "detail": ", ".join(
                 f"{k}: max error {e:.3g} (shape {np.shape(out[k])}, expected "
                 f"{np.shape(expected[ep][k][:batch])})"
+                + (f", tolerance {tolerances[k]:.3g}" if tolerances[k] > TOLERANCE else "")
                 for k, e in errs.items()
             ),
         }
+        if any(t > TOLERANCE for t in tolerances.values()):
+            results[key]["tolerance"] = max(tolerances.values())
     return results
 
 
@@ -388,6 +430,12 @@ def _manifest(flow, name, formats, frozen, parity, inputs, expected, tmp: Path) 
         "parity": {
             "tolerance": TOLERANCE,
             "measure": "max |artifact - keras| / s, s = |keras| where |keras| > 100 else 1",
+            "rounding_factor": ROUNDING_FACTOR,
+            "rounding_rule": (
+                "an output beyond the tolerance passes within rounding_factor x the Keras "
+                "model's own float32 spread (eager vs XLA on the same inputs); such a batch "
+                "records the tolerance it was held to"
+            ),
             "batches": list(PARITY_BATCHES),
             "results": {
                 fmt: {
