@@ -7,7 +7,7 @@ flow.log_prob(x), flow.sample(100)
 flow = nfzoo.load("maf-moons")         # a pretrained entry (nfzoo.list_pretrained())
 """
 
-from nfzoo import data, kinds, layers, presets, targets, vae, vi
+from nfzoo import data, kinds, layers, npe, presets, targets, vae, vi
 from nfzoo.bijector_layer import BijectorLayer
 from nfzoo.exporting import export
 from nfzoo.flow import Flow
@@ -28,6 +28,7 @@ __all__ = [
     "list_architectures",
     "list_pretrained",
     "load",
+    "npe",
     "presets",
     "pretrained_entry",
     "targets",

@@ -1,0 +1,302 @@
+"""Neural posterior estimation: the tasks against their definitions (simulator moments,
+normalised likelihoods), the reference posteriors against exact ones and against each other,
+C2ST on equal and on different distributions, and a short real NPE training."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import nfzoo
+from nfzoo import npe
+from nfzoo.npe.smc import rhat, smc_sample
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def assert_mean(values, expected, sigmas=5.0):
+    """The sample mean is within ``sigmas`` standard errors of ``expected``."""
+    values = np.asarray(values)
+    se = values.std(axis=0, ddof=1) / math.sqrt(len(values))
+    assert np.all(np.abs(values.mean(axis=0) - expected) < sigmas * se + 1e-12), (
+        values.mean(axis=0),
+        expected,
+        se,
+    )
+
+
+# ---- tasks: simulators and likelihoods --------------------------------------------------
+
+
+def test_gaussian_linear_simulator_and_exact_posterior():
+    task = npe.get_task("gaussian-linear")
+    theta, x = task.simulate_pairs(20_000, seed=0)
+    assert theta.shape == x.shape == (20_000, 10)
+    assert_mean(theta, 0.0)
+    np.testing.assert_allclose(theta.var(axis=0), 0.1, rtol=0.06)
+    assert_mean(x - theta, 0.0)
+    np.testing.assert_allclose((x - theta).var(axis=0), 0.1, rtol=0.06)
+    # the posterior is N(x / 2, 0.05 I): the regression of theta on x has slope 1/2 and
+    # residual variance 0.05 in every coordinate
+    slope = (theta * x).mean(axis=0) / (x * x).mean(axis=0)
+    np.testing.assert_allclose(slope, 0.5, atol=0.02)
+    np.testing.assert_allclose((theta - 0.5 * x).var(axis=0), 0.05, rtol=0.06)
+    mean, var = task.posterior_mean_var(x[0])
+    np.testing.assert_allclose(mean, x[0] / 2)
+    assert var == pytest.approx(0.05)
+    # the likelihood is N(x; theta, 0.1 I)
+    expected = stats.multivariate_normal(theta[0], 0.1 * np.eye(10)).logpdf(x[1])
+    assert task.log_likelihood(theta[:1], x[1])[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_two_moons_simulator_follows_its_definition():
+    task = npe.get_task("two-moons")
+    theta = np.tile([[0.3, -0.6]], (20_000, 1))
+    x = task.simulate(theta, rng(1))
+    z1, z2 = (0.3 - 0.6) / math.sqrt(2), (-0.6 - 0.3) / math.sqrt(2)
+    p = x + np.array([abs(z1), -z2])  # undo the parameter's shift: p = (r cos a + 0.25, r sin a)
+    r = np.hypot(p[:, 0] - 0.25, p[:, 1])
+    a = np.arctan2(p[:, 1], p[:, 0] - 0.25)
+    assert_mean(r, 0.1)
+    assert r.std() == pytest.approx(0.01, rel=0.03)
+    assert np.all(np.abs(a) <= math.pi / 2)
+    assert_mean(a, 0.0)
+    assert a.var() == pytest.approx(math.pi**2 / 12, rel=0.03)  # uniform on (-pi/2, pi/2)
+
+
+def test_two_moons_likelihood_is_a_normalised_density():
+    # for one x, theta -> p(theta) is two-to-one with |Jacobian| 1 (a rotation and a shift,
+    # one branch per sign of z_1), so the likelihood integrates to 2 over theta
+    task = npe.get_task("two-moons")
+    x = np.array([-0.1, 0.2])
+    h = 5e-4
+    z1, z2 = np.meshgrid(np.arange(0.3, 0.5, h), np.arange(0.05, 0.35, h))
+    total = 0.0
+    for sign in (1.0, -1.0):
+        zz1 = sign * z1.ravel()
+        theta = np.stack([zz1 - z2.ravel(), zz1 + z2.ravel()], axis=1) / math.sqrt(2)
+        total += np.exp(task.log_likelihood(theta, x)).sum() * h * h
+    assert total == pytest.approx(2.0, rel=2e-3)
+
+
+def test_gaussian_mixture_simulator_and_likelihood():
+    task = npe.get_task("gaussian-mixture")
+    theta = np.tile([[2.0, -3.0]], (40_000, 1))
+    d = task.simulate(theta, rng(2)) - theta
+    assert_mean(d, 0.0)
+    np.testing.assert_allclose(d.var(axis=0), 0.5 * 1.0 + 0.5 * 0.01, rtol=0.03)
+    # half of the draws come from the narrow component: |d| < 0.3 in both coordinates for
+    # 1/2 P(|N(0,0.01)| < 0.3)^2 + 1/2 P(|N(0,1)| < 0.3)^2
+    inside = (np.abs(d) < 0.3).all(axis=1).mean()
+    expected = 0.5 * (2 * stats.norm.cdf(3.0) - 1) ** 2 + 0.5 * (2 * stats.norm.cdf(0.3) - 1) ** 2
+    assert inside == pytest.approx(expected, abs=0.01)
+    # the likelihood integrates to 1 (it depends on x - theta only)
+    h = 0.01
+    grid = np.stack(np.meshgrid(np.arange(-7, 7, h), np.arange(-7, 7, h)), -1).reshape(-1, 2)
+    assert np.exp(task.log_likelihood(grid, np.zeros(2))).sum() * h * h == pytest.approx(
+        1.0, rel=1e-3
+    )
+
+
+def test_slcp_simulator_and_likelihood():
+    task = npe.get_task("slcp")
+    theta = np.array([[0.5, -1.0, 1.2, -0.8, 0.7]])
+    s1, s2, rho = 1.2**2, 0.8**2, math.tanh(0.7)
+    cov = np.array([[s1**2, rho * s1 * s2], [rho * s1 * s2, s2**2]]) + 1e-6 * np.eye(2)
+    x = task.simulate(np.repeat(theta, 20_000, axis=0), rng(3))
+    assert x.shape == (20_000, 8)
+    points = x.reshape(-1, 2)  # four iid draws per simulation, as (x_1, x_2) pairs
+    assert_mean(points, [0.5, -1.0])
+    np.testing.assert_allclose(np.cov(points, rowvar=False), cov, rtol=0.03, atol=0.01)
+    expected = stats.multivariate_normal([0.5, -1.0], cov).logpdf(x[0].reshape(4, 2)).sum()
+    assert task.log_likelihood(theta, x[0])[0] == pytest.approx(expected, rel=1e-10)
+    # symmetric in the signs of theta_3 and theta_4: the posterior's four modes
+    flipped = theta * [1, 1, -1, -1, 1]
+    assert task.log_likelihood(flipped, x[0])[0] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gaussian-linear", "two-moons", "gaussian-mixture", "slcp"])
+def test_observations_are_fixed_and_come_from_the_model(name):
+    task = npe.get_task(name)
+    xs = [task.observation(i) for i in range(1, 11)]
+    assert all(x.shape == (task.x_dim,) for x in xs)
+    np.testing.assert_array_equal(xs[3], task.observation(4))
+    assert len({x.tobytes() for x in xs}) == 10
+    for i in (1, 10):
+        theta = task.true_parameters(i)
+        assert np.isfinite(task.log_prior(theta[None]))[0]
+        assert np.isfinite(task.log_likelihood(theta[None], task.observation(i)))[0]
+
+
+def test_tasks_refuse_bad_input():
+    task = npe.get_task("two-moons")
+    with pytest.raises(ValueError, match=r"observations 1\.\.10; received 0"):
+        task.observation(0)
+    with pytest.raises(ValueError, match=r"shape \[n, 2\]; received shape \[3\]"):
+        task.log_prior(np.zeros(3))
+    with pytest.raises(ValueError, match=r"one observation x of shape \[2\]; received shape"):
+        task.log_likelihood(np.zeros((1, 2)), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="numpy Generator"):
+        task.sample_prior(3, 0)
+    with pytest.raises(ValueError, match="Unknown NPE task 'two-moon'.*'two-moons'"):
+        npe.get_task("two-moon")
+
+
+# ---- reference posteriors -----------------------------------------------------------------
+
+
+def test_two_moons_exact_reference_matches_rejection_sampling_with_the_likelihood():
+    task = npe.get_task("two-moons")
+    x = task.observation(2)
+    ref = task.reference_posterior(x, 2000, rng(4))
+    assert ref.samples.shape == (2000, 2)
+    assert task.in_support(ref.samples).all()
+    # rejection from the uniform prior with the exact likelihood, M >= max_theta p(x | theta)
+    r = np.linspace(0.05, 0.15, 100_001)
+    bound = 1.01 * (stats.norm.pdf(r, 0.1, 0.01) / (math.pi * r)).max()
+    proposals = task.sample_prior(1_000_000, rng(5))
+    log_u = np.log(rng(6).random(len(proposals)))
+    accepted = proposals[log_u < task.log_likelihood(proposals, x) - math.log(bound)]
+    # the exact sampler keeps a fraction f = 1/2 int_box p(x | theta) dtheta of its draws, so
+    # rejection from the prior (density 1/4) accepts f / (2 M) of its proposals
+    rate = ref.diagnostics["acceptance"] / (2 * bound)
+    se = math.sqrt(rate * (1 - rate) / len(proposals))
+    assert abs(len(accepted) / len(proposals) - rate) < 5 * se
+    assert len(accepted) > 2000
+    assert npe.c2st(ref.samples, accepted[:2000]) < 0.55
+    assert_mean(accepted[:2000], ref.samples.mean(axis=0), sigmas=6)
+
+
+def test_smc_matches_the_exact_gaussian_linear_posterior():
+    task = npe.get_task("gaussian-linear")
+    x = task.observation(1)
+    samples, report = smc_sample(
+        lambda t: task.log_likelihood(t, x), task.sample_prior, task.log_prior, 4000, rng(7)
+    )
+    mean, var = task.posterior_mean_var(x)
+    np.testing.assert_allclose(samples.mean(axis=0), mean, atol=5 * math.sqrt(var / 4000) * 2)
+    np.testing.assert_allclose(samples.var(axis=0), var, rtol=0.1)
+    assert report["distinct_fraction"] > 0.9
+    # the evidence: p(x) = N(x; 0, (0.1 + 0.1) I)
+    exact = stats.multivariate_normal(np.zeros(10), 0.2 * np.eye(10)).logpdf(x)
+    assert report["log_evidence"] == pytest.approx(exact, abs=0.1)
+
+
+@pytest.mark.parametrize("name", ["two-moons", "gaussian-mixture"])
+def test_smc_matches_the_exact_reference_posteriors(name):
+    task = npe.get_task(name)
+    x = task.observation(3)
+    exact = task.reference_posterior(x, 2000, rng(8)).samples
+    samples, _ = smc_sample(
+        lambda t: task.log_likelihood(t, x), task.sample_prior, task.log_prior, 2000, rng(9)
+    )
+    assert npe.c2st(exact, samples) < 0.56
+
+
+def test_slcp_reference_runs_agree_and_keep_the_symmetry():
+    task = npe.get_task("slcp")
+    ref = task.reference_posterior(task.observation(1), 4000, rng(10))
+    assert ref.samples.shape == (4000, 5)
+    assert task.in_support(ref.samples).all()
+    assert ref.diagnostics["max_rhat"] < 1.01
+    assert all(run["distinct_fraction"] > 0.8 for run in ref.diagnostics["runs"])
+    # the four mirror-image modes hold a quarter of the mass each
+    quadrant = (ref.samples[:, 2] > 0) * 2 + (ref.samples[:, 3] > 0)
+    np.testing.assert_allclose(np.bincount(quadrant, minlength=4) / 4000, 0.25, atol=0.03)
+
+
+def test_reference_cache_round_trips(tmp_path):
+    first = npe.reference_posterior("gaussian-mixture", 5, 500, seed=1, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    again = npe.reference_posterior("gaussian-mixture", 5, 500, seed=1, cache_dir=tmp_path)
+    np.testing.assert_array_equal(first.samples, again.samples)
+    assert again.diagnostics == first.diagnostics
+    fresh = npe.reference_posterior("gaussian-mixture", 5, 500, seed=1)
+    np.testing.assert_array_equal(first.samples, fresh.samples)
+
+
+def test_rhat():
+    draws = rng(11).standard_normal((4, 1000, 2))
+    assert np.all(np.abs(rhat(draws) - 1.0) < 0.01)
+    draws[0] += 1.0  # one run elsewhere
+    assert np.all(rhat(draws) > 1.05)
+    with pytest.raises(ValueError, match=r"\[runs >= 2, draws >= 2, D\]"):
+        rhat(draws[:1])
+
+
+# ---- C2ST ------------------------------------------------------------------------------
+
+
+def test_c2st_is_chance_on_one_distribution_and_one_on_different_ones():
+    a = rng(12).standard_normal((1000, 2))
+    b = rng(13).standard_normal((1000, 2))
+    assert abs(npe.c2st(a, b) - 0.5) < 0.05
+    assert npe.c2st(a, b + np.array([4.0, 0.0])) > 0.97
+    # in between for overlapping ones: N(0, 1) vs N(1, 1) in one coordinate is told apart
+    # by at most Phi(1/2) = 0.69
+    assert 0.6 < npe.c2st(a, b + np.array([1.0, 0.0])) < 0.72
+    # z-scoring makes the score invariant to the units
+    assert npe.c2st(a * 100, (b + np.array([4.0, 0.0])) * 100) > 0.97
+
+
+def test_c2st_refuses_bad_input():
+    a = np.zeros((100, 2))
+    with pytest.raises(ValueError, match=r"reference has D=2, samples D=3"):
+        npe.c2st(a, np.zeros((100, 3)))
+    with pytest.raises(ValueError, match=r"shape \[n, D\]; received shape \[100\]"):
+        npe.c2st(np.zeros(100), a)
+    with pytest.raises(ValueError, match="non-finite"):
+        npe.c2st(a, np.full((100, 2), np.nan))
+    with pytest.raises(ValueError, match="at least folds=5 samples rows; received 3"):
+        npe.c2st(a, np.zeros((3, 2)))
+
+
+# ---- training ------------------------------------------------------------------------------
+
+
+def test_short_npe_training_lowers_c2st():
+    task = npe.get_task("gaussian-mixture")
+    theta, x = task.simulate_pairs(2000, seed=0)
+    untrained = npe.build_npe_flow(task, "maf", hidden_units=(32, 32))
+    untrained.initialize(theta.astype("float32"), x.astype("float32"))
+    flow = npe.train_npe(task, 4000, "maf", hidden_units=(32, 32), max_epochs=40, patience=5)
+    assert isinstance(flow, nfzoo.Flow)
+    record = flow.npe_training
+    assert record.epochs <= 40 and record.num_simulations == 4000
+    assert np.isfinite(record.best_val_loss)
+    x_obs = task.observation(1)
+    ref = npe.reference_posterior(task, 1, 1000).samples
+    before, acc_before = npe.sample_posterior(untrained, task, x_obs, 1000)
+    after, acc_after = npe.sample_posterior(flow, task, x_obs, 1000)
+    assert task.in_support(after).all() and 0 < acc_after <= 1 and 0 < acc_before <= 1
+    c2st_before, c2st_after = npe.c2st(ref, before), npe.c2st(ref, after)
+    assert c2st_before > 0.9
+    assert c2st_after < c2st_before - 0.15
+
+
+def test_train_npe_refuses_bad_input():
+    with pytest.raises(ValueError, match="too few to hold out a validation fraction"):
+        npe.train_npe("two-moons", 2)
+    with pytest.raises(ValueError, match="num_simulations must be an integer; received 1000.0"):
+        npe.train_npe("two-moons", 1000.0)
+
+
+# ---- corner plot ---------------------------------------------------------------------------
+
+
+def test_corner_plot(tmp_path):
+    from matplotlib.image import imread
+
+    from nfzoo import plots
+
+    a = rng(14).standard_normal((2000, 3))
+    path = plots.corner_plot(
+        {"estimate": a, "reference": a + 0.2}, tmp_path / "corner.png", truth=[0, 0, 0]
+    )
+    image = imread(path)
+    assert image.shape[0] == image.shape[1] > 400 and image.std() > 0.05
+    with pytest.raises(ValueError, match=r"of one D; received shapes \[\[2000, 3\], \[10, 2\]\]"):
+        plots.corner_plot({"a": a, "b": np.zeros((10, 2))}, tmp_path / "bad.png")
