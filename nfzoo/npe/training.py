@@ -47,6 +47,7 @@ __all__ = [
     "build_npe_flow",
     "evaluate_npe",
     "reference_posterior",
+    "sample_in_support",
     "sample_posterior",
     "train_and_evaluate",
     "train_npe",
@@ -179,10 +180,21 @@ def sample_posterior(
     ``max_draws`` x n draws."""
     task = get_task(task)
     x = task._observation(x).astype(np.float32)
+
+    def draw(m: int, round_: int) -> np.ndarray:
+        return flow.sample(m, seed=seed * 1000 + round_, context=x).numpy()
+
+    return sample_in_support(draw, task, n, max_draws)
+
+
+def sample_in_support(draw, task: str | Task, n: int, max_draws: int = 100):
+    """n draws of ``draw(m, round) -> [m, D]`` (any posterior estimate) inside the prior's
+    support, and the acceptance rate; ``round`` counts the calls, for seeding."""
+    task = get_task(task)
     kept, drawn, round_ = [], 0, 0
     while sum(len(k) for k in kept) < n:
         m = max(n, 1000)
-        theta = flow.sample(m, seed=seed * 1000 + round_, context=x).numpy()
+        theta = np.asarray(draw(m, round_), dtype=np.float64)
         drawn += m
         round_ += 1
         kept.append(theta[task.in_support(theta)])
@@ -192,7 +204,7 @@ def sample_posterior(
                 "inside the prior's support."
             )
     accepted = sum(len(k) for k in kept)
-    return np.concatenate(kept)[:n].astype(np.float64), accepted / drawn
+    return np.concatenate(kept)[:n], accepted / drawn
 
 
 def reference_posterior(
@@ -254,14 +266,15 @@ def train_and_evaluate(
     arch: str = "nsf",
     seed: int = 0,
     num_samples: int = 10_000,
+    observations: Iterable[int] = range(1, 11),
     cache_dir=None,
     **train_options,
 ) -> tuple[Flow, dict]:
-    """A pretrained NPE entry's recipe: ``train_npe`` then ``evaluate_npe`` on the 10
-    observations. Returns the flow and a report (training facts, C2ST per observation, mean
-    and range)."""
+    """A pretrained NPE entry's recipe: ``train_npe`` then ``evaluate_npe`` on the
+    observations (default the 10 fixed ones). Returns the flow and a report (training
+    facts, C2ST per observation, mean and range)."""
     flow = train_npe(task, num_simulations, arch, seed, **train_options)
-    report = evaluate_npe(flow, task, num_samples=num_samples, seed=seed, cache_dir=cache_dir)
+    report = evaluate_npe(flow, task, observations, num_samples, seed, cache_dir)
     return flow, {"training": flow.npe_training.asdict(), **report}
 
 
