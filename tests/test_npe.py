@@ -202,6 +202,7 @@ def test_slcp_reference_runs_agree_and_keep_the_symmetry():
     assert ref.samples.shape == (4000, 5)
     assert task.in_support(ref.samples).all()
     assert ref.diagnostics["max_rhat"] < 1.01
+    assert ref.diagnostics["log_evidence_range"] < 0.3
     assert all(run["distinct_fraction"] > 0.8 for run in ref.diagnostics["runs"])
     # the four mirror-image modes hold a quarter of the mass each
     quadrant = (ref.samples[:, 2] > 0) * 2 + (ref.samples[:, 3] > 0)
@@ -300,3 +301,47 @@ def test_corner_plot(tmp_path):
     assert image.shape[0] == image.shape[1] > 400 and image.std() > 0.05
     with pytest.raises(ValueError, match=r"of one D; received shapes \[\[2000, 3\], \[10, 2\]\]"):
         plots.corner_plot({"a": a, "b": np.zeros((10, 2))}, tmp_path / "bad.png")
+
+
+# ---- long runs (pytest -m slow) ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_smc_matches_the_exact_gaussian_linear_posterior_by_c2st():
+    task = npe.get_task("gaussian-linear")
+    x = task.observation(2)
+    exact = task.reference_posterior(x, 2000, rng(20)).samples
+    samples, _ = smc_sample(
+        lambda t: task.log_likelihood(t, x), task.sample_prior, task.log_prior, 2000, rng(21)
+    )
+    assert npe.c2st(exact, samples) < 0.56
+
+
+@pytest.mark.slow
+def test_slcp_reference_agrees_with_an_unfolded_smc_run():
+    # the folded sampler with random signs against SMC on the whole prior box (the moves then
+    # cross between the mirror modes only through resampling's share of each), on the
+    # observation with the narrowest posterior
+    task = npe.get_task("slcp")
+    x = task.observation(3)
+    ref = task.reference_posterior(x, 4000, rng(22)).samples
+    samples, _ = smc_sample(
+        lambda t: task.log_likelihood(t, x),
+        task.sample_prior,
+        task.log_prior,
+        4000,
+        rng(23),
+        **task.smc_options,
+    )
+    folded = np.abs(samples[:, 2:4])
+    np.testing.assert_allclose(np.abs(ref[:, 2:4]).mean(axis=0), folded.mean(axis=0), atol=0.05)
+    assert npe.c2st(np.abs(ref), np.abs(samples)) < 0.56
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["nsf", "maf"])
+def test_npe_on_two_moons_at_ten_thousand_simulations(arch):
+    task = npe.get_task("two-moons")
+    _, report = npe.train_and_evaluate(task, 10_000, arch, num_samples=2000, observations=[1, 2])
+    assert report["training"]["num_simulations"] == 10_000
+    assert report["c2st_mean"] < 0.75

@@ -77,7 +77,7 @@ def smc_sample(
     report = {
         "particles": n,
         "tempering_steps": len(steps),
-        "log_evidence": log_evidence,
+        "log_evidence": float(log_evidence),
         "mean_acceptance": float(np.mean(acceptance)),
         "min_acceptance": float(np.min(acceptance)),
         "sweeps": int(np.sum(sweeps)),

@@ -63,7 +63,7 @@ NPE_DEFAULTS = {
 #: training seeds are offset so that they never coincide with an observation's seed
 TRAINING_SEED = 10_000
 #: bump when reference samples change, so caches of old ones are not read
-REFERENCE_VERSION = 1
+REFERENCE_VERSION = 2
 
 
 @dataclass(frozen=True)
