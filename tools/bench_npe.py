@@ -23,7 +23,9 @@ theta given x). Sizes: ``--layers`` transforms with MLP conditioners of ``--hidd
     two couplings) in a ``BasicEstimator`` with ``standardize="all"``, trained by its Keras
     ``fit`` on the same stream, in a worker process (``tools/bench_npe_bayesflow.py``) run by
     ``--bayesflow-python`` (BayesFlow 2.1 needs Python >= 3.12 and numpy >= 2.5, so it lives
-    in an environment of its own); the worker times its own blocks.
+    in an environment of its own); the worker times its own blocks. BayesFlow runs as it
+    ships: its ``compile`` leaves ``jit_compile`` False (a TF graph, no XLA), which the JSON
+    records.
 
 Training speed: ``interleaved`` (bench.py's one timing mechanism) times blocks of ``--steps``
 steps, round-robin; steps/s as median (min-max) over the repeats, and each system's rate over
