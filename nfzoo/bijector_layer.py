@@ -155,11 +155,7 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
         keras.layers.Layer.__init__(self, name=name, dtype=dtype, **kwargs)
         if event_ndims is not None:  # layers that take any event rank (ActNorm)
             self.event_ndims = int(event_ndims)
-        if tf.as_dtype(self.dtype_policy.variable_dtype) not in (tf.float32, tf.float64):
-            raise ValueError(
-                f"{type(self).__name__}: dtype must be float32 or float64; "
-                f"received {self.dtype_policy.variable_dtype!r}."
-            )
+        check_float_policy(self.dtype_policy, type(self).__name__)
         keras_name = self.name
         tfb.Bijector.__init__(
             self,
@@ -399,6 +395,20 @@ def context_size(context_dim, who: str) -> int | None:
     if context_dim < 1:
         raise ValueError(f"{who}: context_dim must be >= 1; received {context_dim}.")
     return int(context_dim)
+
+
+def check_float_policy(policy, who: str) -> None:
+    """Refuses a dtype policy other than plain float32 or float64. Mixed precision
+    ("mixed_float16", "mixed_bfloat16": float16 compute on float32 variables) is refused too:
+    log-densities sum many log-dets and exp() of log-scales that overflow float16
+    (max 65504) long before any flow is trained."""
+    variable, compute = policy.variable_dtype, policy.compute_dtype
+    if variable != compute or tf.as_dtype(variable) not in (tf.float32, tf.float64):
+        raise ValueError(
+            f"{who}: dtype must be 'float32' or 'float64' (mixed precision is not supported: "
+            f"log-densities overflow float16); received the policy {policy.name!r} "
+            f"(variables {variable}, compute {compute})."
+        )
 
 
 def check_context(context, context_dim: int | None, dtype: tf.DType, who: str) -> dict:

@@ -40,11 +40,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from nfzoo import _compat
 from nfzoo.bijector_layer import (
     BijectorLayer,
     as_float_tensor,
     check_context,
     check_event_shape,
+    check_float_policy,
     fold_batch,
     unfold_batch,
 )
@@ -56,12 +58,19 @@ from nfzoo.chain import (
     chain_inverse,
     initialize_chain,
 )
+from nfzoo.ops import check_seed
 from nfzoo.trainable import TrainableModel
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["DEFAULT_GLOBAL_CLIPNORM", "Flow"]
+__all__ = ["DEFAULT_GLOBAL_CLIPNORM", "Flow", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(ValueError):
+    """``fit`` met a step whose loss or gradients were not finite (NaN or inf): training
+    stopped there and the model kept the weights of the last finite step."""
+
 
 #: examples used for data-dependent initialisation when ``fit`` gets arrays
 INIT_BATCH = 1024
@@ -105,6 +114,7 @@ class Flow(TrainableModel):
         **kwargs,
     ):
         super().__init__(name=name, dtype=dtype, **kwargs)
+        check_float_policy(self.dtype_policy, f"Flow {self.name!r}")
         if base not in BASES:
             raise ValueError(f"Flow base must be one of {BASES}; received {base!r}.")
         layers = list(layers)
@@ -235,7 +245,7 @@ class Flow(TrainableModel):
         if context is not None:
             shape += context.shape[:-1].as_list()
         if seed is not None:
-            seed = (int(seed), 0)  # a stateless seed: same samples on every call
+            seed = (check_seed(seed, "sample"), 0)  # stateless: the same samples every call
         z = self.base_distribution.sample(shape, seed=seed)
         if temperature != 1.0:
             z = z * tf.cast(temperature, z.dtype)
@@ -379,10 +389,46 @@ class Flow(TrainableModel):
         return metrics
 
     def train_step(self, data):
-        return _shape_logs_for_multi_worker(super().train_step(self._pack(data)))
+        """One step of Keras's training loop, guarded: a step whose loss or gradients are not
+        finite changes no weight, and neither does any later step; ``fit`` then stops with
+        ``NonFiniteLossError`` naming the step (``_check_finite``), so the model keeps the
+        weights of the last finite step."""
+        x, y, weight = keras.utils.unpack_x_y_sample_weight(self._pack(data))
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, weight, training=True)
+            # the mean over this replica's examples, a share of the global mean
+            scaled = self.optimizer.scale_loss(_compat.scale_loss_for_distribution(loss))
+        variables = self.trainable_weights
+        grads = _bounded(tape.gradient(scaled, variables))
+        healthy = tf.math.is_finite(loss)
+        for g in grads:
+            if g is not None:
+                healthy = tf.logical_and(healthy, tf.reduce_all(tf.math.is_finite(g)))
+        guard = self._guard
+        first_failure = tf.logical_and(tf.logical_not(healthy), guard.step < 0)
+        step = tf.cast(self.optimizer.iterations, tf.int64) + 1
+        guard.step.assign(tf.where(first_failure, step, guard.step))
+        guard.loss.assign(tf.where(first_failure, tf.cast(loss, tf.float64), guard.loss))
+        update = tf.logical_and(healthy, guard.step < 0)
+
+        def apply():
+            self.optimizer.apply_gradients(zip(grads, variables))
+            return tf.constant(True)
+
+        tf.cond(update, apply, lambda: tf.constant(False))
+        self._loss_tracker.update_state(
+            tf.where(update, loss, tf.zeros_like(loss)),
+            sample_weight=tf.where(update, tf.shape(y_pred)[0], 0),
+        )
+        return _shape_logs_for_multi_worker(self.compute_metrics(x, y, y_pred, weight))
 
     def test_step(self, data):
-        return _shape_logs_for_multi_worker(super().test_step(self._pack(data)))
+        x, y, weight = keras.utils.unpack_x_y_sample_weight(self._pack(data))
+        y_pred = self(x, training=False)
+        loss = self.compute_loss(x, y, y_pred, weight, training=False)
+        self._loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
+        return _shape_logs_for_multi_worker(self.compute_metrics(x, y, y_pred, weight))
 
     def predict_step(self, data):
         return super().predict_step(self._pack(data))
@@ -423,7 +469,20 @@ class Flow(TrainableModel):
             self.initialize(*_first_batch(x, kwargs.get("y"), kwargs.get("batch_size")))
         if isinstance(x, tf.data.Dataset):
             kwargs.setdefault("shuffle", False)  # a pipeline shuffles itself (Keras would warn)
-        return super().fit(x, **kwargs)
+        self._guard.reset()
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), _StopOnNonFinite()]
+        history = super().fit(x, **kwargs)
+        self._guard.raise_if_failed(self)
+        return history
+
+    @property
+    def _guard(self) -> _NonFiniteGuard:
+        """The step guard's state: plain variables outside the model's weights (not saved),
+        created under the model's distribution strategy on first use."""
+        if getattr(self, "_nonfinite_guard", None) is None:
+            with self.distribute_strategy.scope():
+                self._nonfinite_guard = _NonFiniteGuard()
+        return self._nonfinite_guard
 
     def evaluate(self, x=None, context=None, **kwargs):
         """``keras.Model.evaluate``: the NLL in nats per example (compiles with the defaults
@@ -492,6 +551,28 @@ class Flow(TrainableModel):
 
     # ---- serialisation ----------------------------------------------------------------
 
+    @property
+    def _default_save_signature(self):
+        """The ``serving_default`` signature of ``tf.saved_model.save(flow, path)`` (a hook of
+        Keras's TensorFlow backend, which otherwise traces ``call`` = ``log_prob``):
+        ``log_prob(x[, context])`` for a flow with an inverse, ``generate_and_log_prob(z[,
+        context])`` for one without (planar, Sylvester), whose log_prob needs an inverse.
+        ``nfzoo.export`` writes the deployable SavedModel with every endpoint."""
+        dtype = tf.as_dtype(self.compute_dtype)
+        data = tf.TensorSpec([None, *self.data_event_shape], dtype, name="x")
+        noise = tf.TensorSpec([None, *self.base_event_shape], dtype, name="z")
+        specs = [data if self.has_inverse else noise]
+        if self.context_dim is not None:
+            specs.append(tf.TensorSpec([None, self.context_dim], dtype, name="context"))
+
+        def endpoint(u, context=None):
+            if self.has_inverse:
+                return {"log_prob": self.log_prob(u, context=context)}
+            x, log_prob = self.generate_and_log_prob(u, context=context)
+            return {"x": x, "log_prob": log_prob}
+
+        return tf.function(endpoint, input_signature=specs)
+
     def save_pretrained(self, directory, **kwargs):
         """Writes config.json, model.weights.h5 and card.md into ``directory`` (atomically);
         ``nfzoo.load(directory)`` reads it back. See ``nfzoo.pretrained.save_pretrained``."""
@@ -520,6 +601,66 @@ class Flow(TrainableModel):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
         return cls(layers=layers, **config)
+
+
+#: gradients whose largest entry exceeds this are scaled down to it, all by one factor
+GRADIENT_BOUND = 1e12
+
+
+def _bounded(grads: list) -> list:
+    """``grads`` scaled by one common factor so that no entry exceeds ``GRADIENT_BOUND``.
+
+    A few extreme examples (1e6 among data of scale 1) give finite gradients of 1e15-1e20,
+    whose squares overflow float32 in the global norm of gradient clipping: Keras then scales
+    every gradient by NaN, and every weight becomes NaN (it is also what overflows Adam's
+    second moment without clipping). Scaling all gradients by one factor keeps their
+    direction, which is all that global-norm clipping keeps anyway, and Adam is nearly
+    invariant to it; gradients of ordinary training (|g| << 1e12) are untouched."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    peak = tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(g)) for g in present]))
+    factor = tf.where(peak > GRADIENT_BOUND, GRADIENT_BOUND / peak, tf.ones_like(peak))
+    return [None if g is None else g * tf.cast(factor, g.dtype) for g in grads]
+
+
+class _NonFiniteGuard:
+    """The first training step whose loss or gradients were not finite (-1: none yet) and its
+    loss. A plain object: Keras does not track its variables, so they are neither weights
+    nor saved."""
+
+    def __init__(self):
+        options = {"trainable": False, "aggregation": tf.VariableAggregation.ONLY_FIRST_REPLICA}
+        self.step = tf.Variable(tf.constant(-1, tf.int64), **options)
+        self.loss = tf.Variable(tf.constant(0.0, tf.float64), **options)
+
+    def reset(self) -> None:
+        self.step.assign(-1)
+
+    @property
+    def failed(self) -> bool:
+        return int(self.step.numpy()) >= 0
+
+    def raise_if_failed(self, flow) -> None:
+        if not self.failed:
+            return
+        step = int(self.step.numpy())
+        raise NonFiniteLossError(
+            f"Flow {flow.name!r}: training step {step} (the optimizer's count) had a "
+            f"non-finite loss ({float(self.loss.numpy())}) or gradient; fit stopped, and the "
+            f"flow keeps the weights after step {step - 1}. Check the data for NaN, inf or "
+            "extreme values "
+            "(standardise it, or build with standardize=True) and lower the learning rate."
+        )
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Ends ``fit`` at the end of the compiled call in which a step was not finite (the
+    guard in ``Flow.train_step`` already kept every later step of that call from updating)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.model._guard.failed:
+            self.model.stop_training = True
 
 
 def _shape_logs_for_multi_worker(logs):

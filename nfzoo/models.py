@@ -48,6 +48,7 @@ from nfzoo.layers import (
     SylvesterTriangular,
 )
 from nfzoo.layers.reshape import Squeeze
+from nfzoo.ops import check_seed
 from nfzoo.registry import Registry
 
 __all__ = ["Architecture", "architecture", "build", "list_architectures"]
@@ -129,8 +130,7 @@ def build(
       **options: architecture options (see each builder: ``num_layers``, ``hidden_units``...).
     """
     entry = ARCHITECTURES.get(arch)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise ValueError(f"seed must be an integer; received {seed!r}.")
+    seed = check_seed(seed, "build")
     if context_dim is not None and not entry.conditional:
         raise ValueError(
             f"{arch} does not take a context; the conditional architectures are "

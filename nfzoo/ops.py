@@ -64,6 +64,20 @@ def householder_product(vectors: tf.Tensor) -> tf.Tensor:
     return q
 
 
+#: seeds are integers in [0, SEED_LIMIT): what numpy's RandomState and TF's seeds all take
+SEED_LIMIT = 2**31
+
+
+def check_seed(seed, who: str) -> int:
+    """``seed`` as an int in [0, 2**31); a ValueError names anything else (None, floats such
+    as 1.5, which would silently mean 1, booleans, out-of-range ints)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"{who}: seed must be an integer in [0, 2**31); received {seed!r}.")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{who}: seed must be in [0, 2**31); received {seed}.")
+    return int(seed)
+
+
 def fixed_seed(seed: int | None) -> int:
     """``seed``, or a fresh random one when it is None: layers fix their seed at construction
     so that their config alone reproduces their initial weights and orderings."""

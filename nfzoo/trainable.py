@@ -12,6 +12,8 @@ three share one set of defaults and one ``fit`` preamble:
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import keras
@@ -47,10 +49,22 @@ def resolve_optimizer(optimizer, learning_rate: float | None, global_clipnorm: f
     """``optimizer`` as ``Model.compile`` takes it, except that "adam" with a
     ``learning_rate`` and/or a ``global_clipnorm`` becomes an Adam at that rate (Keras's
     default otherwise) that rescales each step's gradients to at most that global norm."""
+    if learning_rate is not None:
+        if isinstance(learning_rate, bool) or not (
+            isinstance(learning_rate, numbers.Real) and 0 < learning_rate < math.inf
+        ):
+            raise ValueError(
+                f"learning_rate must be a finite number > 0; received {learning_rate!r}."
+            )
+        if not (isinstance(optimizer, str) and optimizer.lower() == "adam"):
+            raise ValueError(
+                "learning_rate sets the rate of the default Adam; an optimizer instance keeps "
+                f"its own rate. Received learning_rate={learning_rate!r} with {optimizer!r}."
+            )
     if isinstance(optimizer, str) and optimizer.lower() == "adam":
         options = {}
-        if learning_rate:
-            options["learning_rate"] = learning_rate
+        if learning_rate is not None:
+            options["learning_rate"] = float(learning_rate)
         if global_clipnorm is not None:
             if not global_clipnorm > 0:
                 raise ValueError(

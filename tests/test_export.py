@@ -114,7 +114,7 @@ def check_export_with_parity(arch, tmp_path):
         results = manifest["parity"]["results"][fmt]
         assert set(results) == expected, fmt
         for ep, by_batch in results.items():
-            assert set(by_batch) == {"batch_1", "batch_1000"}
+            assert set(by_batch) == {"batch_1", "batch_1000", "batch_10000"}
             for record in by_batch.values():
                 if ep == "sample":
                     assert record["mean_z_score"] <= 6.0
@@ -204,6 +204,9 @@ def test_bad_arguments_are_named():
         export(nfzoo.build("planar", DIM, dtype="float64", num_layers=1), "unused")
     with pytest.raises(ValueError, match="expects an nfzoo.Flow; received str"):
         export("maf", "unused")
+    flow.trainable_weights[0].assign(np.full(flow.trainable_weights[0].shape, np.nan))
+    with pytest.raises(ValueError, match="non-finite weights"):
+        export(flow, "unused")
 
 
 def test_scaled_error_is_absolute_then_relative():

@@ -242,3 +242,91 @@ def test_build_seed_fixes_the_initial_weights():
     assert not all(
         np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a.weights, c.weights) if x in kernels
     )
+
+
+# ---- nothing silently wrong ------------------------------------------------------------------
+
+
+def test_fit_stops_at_the_first_non_finite_step_and_keeps_the_last_finite_weights():
+    x = nfzoo.data.make_moons(1024, seed=0)
+    bad = x.copy()
+    bad[600] = np.nan  # in the third batch of 256
+    flows = [nfzoo.build("maf", 2, num_layers=2, hidden_units=[16], seed=0) for _ in range(2)]
+    for flow in flows:
+        flow.compile(learning_rate=1e-2)  # 10 steps per compiled call: the guard is in-step
+    with pytest.raises(nfzoo.flow.NonFiniteLossError, match="training step 3 .* after step 2"):
+        flows[0].fit(bad, batch_size=256, epochs=2, shuffle=False, verbose=0)
+    assert int(flows[0].optimizer.iterations.numpy()) == 2
+    flows[1].fit(x[:512], batch_size=256, epochs=1, shuffle=False, verbose=0)  # the 2 good steps
+    for a, b in zip(flows[0].get_weights(), flows[1].get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # the flow is usable: a later fit on clean data trains on from there
+    history = flows[0].fit(x, batch_size=256, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize("arch", ["maf", "realnvp", "glow-1d"])
+def test_a_few_extreme_outliers_do_not_turn_the_weights_to_nan(arch):
+    # their gradients (1e15-1e20) overflow float32 in the global norm of gradient clipping,
+    # which then scaled every gradient by NaN; fit bounds them first
+    x = np.concatenate([nfzoo.data.make_moons(1024, seed=0), np.full((5, 2), 1e6, np.float32)])
+    flow = nfzoo.build(arch, 2, seed=0)
+    flow.fit(x, batch_size=256, epochs=4, verbose=0)
+    assert all(np.isfinite(w).all() for w in flow.get_weights())
+    assert np.isfinite(flow.log_prob(x[:100])).all()
+
+
+def test_learning_rates_seeds_sizes_and_precisions_are_checked():
+    flow = nfzoo.build("maf", 2, num_layers=1, hidden_units=[8])
+    for lr in (-1.0, 0.0, float("nan"), float("inf"), "1e-3", True):
+        with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
+            flow.compile(learning_rate=lr)
+    for seed in (None, 1.5, -1, 2**70, True):
+        with pytest.raises(ValueError, match="seed must be"):
+            nfzoo.build("maf", 2, seed=seed)
+        if seed is not None:
+            with pytest.raises(ValueError, match="seed must be"):
+                flow.sample(3, seed=seed)
+    for units in (64, [0], [8.0], "64"):
+        with pytest.raises(ValueError, match="hidden_units must be a sequence of positive"):
+            nfzoo.build("realnvp", 2, hidden_units=units)
+    for policy in ("mixed_float16", "mixed_bfloat16", "float16"):
+        with pytest.raises(ValueError, match="mixed precision is not supported"):
+            L.AffineCoupling(dtype=policy)
+        with pytest.raises(ValueError, match="mixed precision is not supported"):
+            nfzoo.Flow([L.Permute()], event_shape=(2,), dtype=policy)
+
+
+@pytest.mark.parametrize("arch", ["maf", "iaf", "realnvp", "planar"])
+def test_single_events_through_the_tfp_views_and_mcmc(arch):
+    import tensorflow_probability as tfp
+
+    flow = nfzoo.build(arch, 2, seed=0)
+    dist = flow.distribution
+    one = dist.sample(seed=(1, 2))  # one event, no batch axis
+    assert one.shape == (2,)
+    if not flow.has_inverse:
+        return
+    assert dist.log_prob(one).shape == ()
+    np.testing.assert_allclose(dist.log_prob(one), flow.log_prob(one), atol=1e-5)
+    # a single Markov chain: its state is one event
+    kernel = tfp.mcmc.RandomWalkMetropolis(dist.log_prob)
+    chain = tfp.mcmc.sample_chain(20, tf.zeros(2), kernel=kernel, trace_fn=None, seed=(3, 4))
+    assert chain.shape == (20, 2) and np.isfinite(chain).all()
+
+
+@pytest.mark.parametrize(
+    "arch, options", [("sylvester-orthogonal", {}), ("maf", {}), ("nsf", {"context_dim": 2})]
+)
+def test_tf_saved_model_save_works_with_and_without_an_inverse(arch, options, tmp_path):
+    flow = nfzoo.build(arch, 2, num_layers=2, seed=0, **options)
+    tf.saved_model.save(flow, str(tmp_path / "m"))
+    serving = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"]
+    u = np.random.RandomState(0).randn(3, 2).astype(np.float32)
+    c = {"context": np.zeros((3, 2), np.float32)} if options else {}
+    if flow.has_inverse:
+        out = serving(x=tf.constant(u), **{k: tf.constant(v) for k, v in c.items()})
+        np.testing.assert_allclose(out["log_prob"], flow.log_prob(u, **c), atol=1e-5)
+    else:
+        out = serving(z=tf.constant(u))
+        np.testing.assert_allclose(out["log_prob"], flow.generate_and_log_prob(u)[1], atol=1e-5)

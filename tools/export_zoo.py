@@ -14,7 +14,7 @@ well inside its 60 MB budget (ONNX holds one file per endpoint, each with its ow
 the weights). Every other entry is skipped with its reason, printed first: another entry
 stands for its architecture, or its kind does not export (a FlowVAE is not a Flow). Each
 export runs the mandatory parity check (SavedModel in TensorFlow, ONNX in onnxruntime, TFLite
-in LiteRT, batch 1 and 1000 against the Keras model); the SavedModel is kept only where the
+in LiteRT, batch 1, 1000 and 10,000 against the Keras model); the SavedModel is kept only where the
 folder stays within SAVED_MODEL_BUDGET. Folders not named after a current entry (an entry's
 former name) are removed, and export/README.md's table of folders is rewritten to list
 exactly the folders there.

@@ -19,11 +19,12 @@ A conditional flow's endpoints also take ``context`` [batch, C] (``sample``: n d
 context row, x [n, batch, *event_shape]).
 
 Before anything is published every artifact is loaded in its runtime (TensorFlow for the
-SavedModel, onnxruntime, the ``ai_edge_litert`` interpreter) and run at batch 1 and 1000 on
-fixed inputs against the Keras model (``flow.log_prob``, ``flow.encode``, ...). An output that
-differs by more than ``TOLERANCE`` (absolute; relative where |value| > 100) fails the export
-with ``ExportError``; ``sample`` is random, so it is checked by shape, finiteness and its mean
-against the Keras model's samples. Everything is written to a temporary folder beside the
+SavedModel, onnxruntime, the ``ai_edge_litert`` interpreter) and run at batch 1, 1000 and
+10,000 (data inputs: the flow's own samples) on fixed inputs against the Keras model
+(``flow.log_prob``, ``flow.encode``, ...). An output that differs by more than
+``TOLERANCE`` (absolute; relative where |value| > 100) fails the export with ``ExportError``;
+``sample`` is random, so it is checked by shape, finiteness and its mean against the Keras
+model's samples. Everything is written to a temporary folder beside the
 destination and renamed into place only once every check has passed.
 """
 
@@ -59,8 +60,12 @@ __all__ = ["FORMATS", "TOLERANCE", "ExportError", "export", "register_export_ker
 FORMATS = ("saved_model", "onnx", "tflite")
 #: parity tolerance: |artifact - keras| <= TOLERANCE, divided by |keras| where |keras| > 100
 TOLERANCE = 1e-4
-#: batch sizes of the parity check
-PARITY_BATCHES = (1, 1000)
+#: batch sizes of the parity check. The data inputs are the flow's own samples (x = g(z) of
+#: fixed noise), so the largest batch checks 10,000 in-distribution points: float32 rounding
+#: differs between runtimes (summation order, fused kernels) and shows on some points only;
+#: on glow-1d-moons, TF/Keras, onnxruntime and LiteRT are each up to 0.7-1e-4 from the
+#: float64 answer on 20,000 of its samples, and 4e-5 from each other.
+PARITY_BATCHES = (1, 1000, 10_000)
 #: rows of the reference inputs and outputs stored in the manifest
 REFERENCE_ROWS = 8
 #: seed of the fixed parity inputs
@@ -116,6 +121,12 @@ def _check_args(flow, formats) -> tuple[str, ...]:
         raise ValueError(
             f"export supports float32 flows (TFLite builtin kernels are float32); received a "
             f"{flow.compute_dtype} flow. Build or load it with dtype='float32'."
+        )
+    broken = [w.path for w in flow.weights if not np.all(np.isfinite(w.numpy()))]
+    if broken:
+        raise ValueError(
+            f"export refuses a flow with non-finite weights (NaN or inf): {', '.join(broken)}. "
+            "A diverged training run leaves them; retrain or reload the flow."
         )
     return tuple(f for f in FORMATS if f in formats)  # canonical order
 
