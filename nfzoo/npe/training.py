@@ -98,6 +98,7 @@ def train_npe(
     patience: int = 20,
     max_epochs: int = 1000,
     verbose: int = 0,
+    name: str | None = None,
     **options,
 ) -> Flow:
     """Trains q(theta | x) on ``num_simulations`` simulated pairs of ``task``; returns the flow
@@ -108,6 +109,7 @@ def train_npe(
       num_simulations: simulated (theta, x) pairs, training and validation together.
       arch: a conditional architecture (``nfzoo.list_architectures(conditional=True)``).
       seed: seed of the simulations (``TRAINING_SEED + seed``), the flow and the shuffling.
+      name: the flow's (Keras model's) name; the architecture's default when None.
       options: architecture options (default ``NPE_DEFAULTS[arch]`` where it exists).
     """
     task = get_task(task)
@@ -127,7 +129,7 @@ def train_npe(
     theta, x = theta.astype(np.float32), x.astype(np.float32)
     options = {**NPE_DEFAULTS.get(arch, {}), **options}
     keras.utils.set_random_seed(seed)
-    flow = build_npe_flow(task, arch, seed, **options)
+    flow = build_npe_flow(task, arch, seed, name=name, **options)
     flow.compile(learning_rate=learning_rate)
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True
@@ -161,12 +163,16 @@ def train_npe(
     return flow
 
 
-def build_npe_flow(task: str | Task, arch: str = "nsf", seed: int = 0, **options) -> Flow:
+def build_npe_flow(
+    task: str | Task, arch: str = "nsf", seed: int = 0, name: str | None = None, **options
+) -> Flow:
     """The untrained q(theta | x) of ``train_npe``: ``nfzoo.build(arch, D, context_dim=X,
     standardize=True, **options)`` (options default to ``NPE_DEFAULTS[arch]``). Its
     standardisation of theta and x is set by the first batch it is fitted (or initialised) on."""
     task = get_task(task)
     options = {**NPE_DEFAULTS.get(arch, {}), **options}
+    if name is not None:
+        options["name"] = name
     return build(
         arch, task.theta_dim, context_dim=task.x_dim, standardize=True, seed=seed, **options
     )
