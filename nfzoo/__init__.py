@@ -29,8 +29,9 @@ _NAMES = {
     "list_pretrained": "pretrained",
     "load": "pretrained",
     "pretrained_entry": "pretrained",
+    "NonFiniteLossError": "flow",
 }
-_SUBMODULES = ("data", "kinds", "layers", "presets", "targets", "vae", "vi")
+_SUBMODULES = ("data", "kinds", "layers", "npe", "presets", "targets", "vae", "vi")
 #: modules that import without TensorFlow (the command line lists entries with them)
 _LIGHT = (
     "arrays",

@@ -29,6 +29,7 @@ from nfzoo.vae import FlowVAE
 
 __all__ = [
     "IMAGE_FORMATS",
+    "corner_plot",
     "density_figure",
     "flow_density_on_grid",
     "plot_fits",
@@ -239,3 +240,89 @@ def sample_grid(
 def _save_atomically(fig: Figure, path: Path, overwrite: bool = True) -> Path:
     fmt = image_format(path)
     return write_file_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt), overwrite)
+
+
+def corner_plot(
+    samples: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    labels: Sequence[str] | None = None,
+    truth: Sequence[float] | None = None,
+    bins: int = 50,
+    limits: Sequence[tuple[float, float]] | None = None,
+) -> Path:
+    """A corner plot of D-dimensional samples, one colour per set (e.g. a posterior estimate
+    and the reference posterior): histograms of each coordinate on the diagonal, 2-D
+    histograms (contours of density) of each pair below it. Writes a PNG atomically; returns
+    its path.
+
+    Args:
+      samples: label -> samples [n, D], all of one D.
+      labels: names of the D coordinates (default theta_1..theta_D).
+      truth: a point [D] marked on every panel (e.g. the true parameters).
+      bins: histogram bins per axis.
+      limits: (low, high) per coordinate (default: 0.5 and 99.5 percentiles of all sets).
+    """
+    sets = {name: np.asarray(s, dtype=np.float64) for name, s in samples.items()}
+    if not sets:
+        raise ValueError("corner_plot needs at least one set of samples.")
+    dims = {s.shape[1] if s.ndim == 2 else None for s in sets.values()}
+    if len(dims) != 1 or None in dims:
+        raise ValueError(
+            "corner_plot takes sets of samples [n, D] of one D; received shapes "
+            f"{[list(s.shape) for s in sets.values()]}."
+        )
+    (dim,) = dims
+    labels = list(labels) if labels is not None else [f"theta_{i + 1}" for i in range(dim)]
+    if len(labels) != dim or (truth is not None and len(truth) != dim):
+        raise ValueError(f"corner_plot: labels and truth need {dim} entries, one per coordinate.")
+    if limits is None:
+        stacked = np.concatenate(list(sets.values()))
+        limits = list(zip(*np.percentile(stacked, [0.5, 99.5], axis=0)))
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    fig = Figure(figsize=(1.9 * dim + 1, 1.9 * dim + 1), dpi=100)
+    FigureCanvasAgg(fig)
+    for row in range(dim):
+        for col in range(row + 1):
+            ax = fig.add_subplot(dim, dim, row * dim + col + 1)
+            for k, (name, s) in enumerate(sets.items()):
+                colour = colours[k % len(colours)]
+                if row == col:
+                    ax.hist(s[:, col], bins=bins, range=limits[col], density=True,
+                            histtype="step", color=colour, label=name)  # fmt: skip
+                else:
+                    h, xe, ye = np.histogram2d(s[:, col], s[:, row], bins=bins,
+                                               range=[limits[col], limits[row]])  # fmt: skip
+                    levels = _mass_levels(h, (0.9, 0.5))
+                    if levels:
+                        ax.contour(0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1]), h.T,
+                                   levels=levels, colors=colour, linewidths=0.8)  # fmt: skip
+            if truth is not None:
+                ax.axvline(truth[col], color="black", linewidth=0.6)
+                if row != col:
+                    ax.axhline(truth[row], color="black", linewidth=0.6)
+            ax.set_xlim(limits[col])
+            if row != col:
+                ax.set_ylim(limits[row])
+            ax.tick_params(labelsize=6)
+            if row == dim - 1:
+                ax.set_xlabel(labels[col], fontsize=8)
+            if col == 0 and row != 0:
+                ax.set_ylabel(labels[row], fontsize=8)
+            if row == col == 0:
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.05, 1.0))
+    fig.tight_layout()
+    return _save_atomically(fig, Path(path))
+
+
+def _mass_levels(counts: np.ndarray, masses: Sequence[float]) -> list[float]:
+    """Histogram heights whose upper level sets hold the given fractions of the mass (for
+    contours that enclose 90% and 50% of the samples), increasing and distinct."""
+    flat = np.sort(counts.ravel())[::-1]
+    total = flat.sum()
+    if total <= 0:
+        return []
+    cumulative = np.cumsum(flat) / total
+    levels = sorted(
+        {float(flat[min(np.searchsorted(cumulative, m), len(flat) - 1)]) for m in masses}
+    )
+    return [v for v in levels if v > 0]

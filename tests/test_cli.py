@@ -44,8 +44,12 @@ def test_list_filters_and_shows_former_names(capsys):
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["realnvp-image-digits"]
     code, out, _ = run(capsys, "list", "nothing-*")
     assert code == 0 and out.strip() == "no pretrained entries match"
-    code, _, err = run(capsys, "list", "--kind", "npe")
-    assert code == 2 and "Unknown kind of pretrained entry 'npe'" in err
+    code, out, _ = run(capsys, "list", "--kind", "npe")
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
+    tasks = ("gaussian-linear", "two-moons", "gaussian-mixture", "slcp")
+    assert code == 0 and rows == {f"npe-{task}": "npe" for task in tasks}
+    code, _, err = run(capsys, "list", "--kind", "posterior")
+    assert code == 2 and "Unknown kind of pretrained entry 'posterior'" in err
 
 
 def test_info_takes_a_folder_and_warns_when_a_name_is_also_an_entry(capsys, tmp_path, monkeypatch):

@@ -47,6 +47,7 @@ EXPECTED = {
     "realnvp-2spirals",
     "maf-digits",
     "glow-digits",
+    *(f"npe-{task}" for task in ("gaussian-linear", "two-moons", "gaussian-mixture", "slcp")),
 }
 
 

@@ -19,5 +19,6 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
         "u1.keras",
         "exported/manifest.json",
         "nsf-conditional/manifest.json",
+        "npe-two-moons.png",
     ):
         assert (tmp_path / produced).exists(), produced

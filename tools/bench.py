@@ -9,6 +9,7 @@ interleaved measurements taken in one run (these machines are shared and noisy).
     .venv/bin/python tools/bench.py density-quality [--archs maf nsf nsf-ar] [--dims 2 8]
     .venv/bin/python tools/bench.py glow-throughput [--steps 20] [--repeats 5] [--threads 1]
     .venv/bin/python tools/bench.py peak-memory --system nfzoo --arch maf --dim 8
+    .venv/bin/python tools/bench.py npe [--tasks two-moons slcp] [--budget 10000]  (bench_npe.py)
 
 One timing mechanism (``interleaved``) serves every speed figure: each system is a runner with
 ``block(n) -> seconds``; its first block (tracing, XLA compilation, variable creation) is timed
@@ -1325,6 +1326,9 @@ def main() -> int:
     p.add_argument("--arch", default="maf", choices=arch_choices)
     p.add_argument("--dim", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
+    import bench_npe  # the npe subcommand lives in tools/bench_npe.py
+
+    bench_npe.add_parser(sub)
     for name, p in sub.choices.items():
         p.add_argument("--out", type=Path, default=ROOT / "out" / "bench")
         if name != "export-latency":
@@ -1350,6 +1354,8 @@ def main() -> int:
         _write(args.out, "export_latency", {**meta, "rows": rows}, latency_table(rows), title)
         return 0
     meta["threads"] = set_threads(args.threads)
+    if args.bench == "npe":
+        return bench_npe.run(args, meta, _write)
     if args.bench == "train-throughput":
         rows, limit_rows, memory_rows = train_throughput(
             args.archs,

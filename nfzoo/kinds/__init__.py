@@ -5,10 +5,11 @@ it exports. A new kind of entry is one more module here that registers itself.
 
 Kinds: "density" (a Flow fitted to data by maximum likelihood; headline test NLL),
 "reverse-kl" (a Flow fitted to an unnormalised density; headline KL(q || p)), "flow-vae" (a
-FlowVAE; headline test importance-weighted NLL).
+FlowVAE; headline test importance-weighted NLL), "npe" (a conditional Flow q(theta | x)
+trained by neural posterior estimation; headline mean C2ST over the task's observations).
 """
 
-from nfzoo.kinds import density, flow_vae, reverse_kl
+from nfzoo.kinds import density, flow_vae, npe, reverse_kl
 from nfzoo.kinds.base import KINDS, Kind, Metric, Trained, card, machine, record, register_kind
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "density",
     "flow_vae",
     "machine",
+    "npe",
     "record",
     "register_kind",
     "reverse_kl",

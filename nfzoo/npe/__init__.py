@@ -1,0 +1,49 @@
+"""Amortized posterior estimation (neural posterior estimation, NPE) with conditional flows.
+
+    from nfzoo import npe
+    task = npe.get_task("two-moons")              # prior, simulator, likelihood, observations
+    flow = npe.train_npe(task, 10_000, arch="nsf")  # q(theta | x) by flow.fit(theta, x)
+    theta, _ = npe.sample_posterior(flow, task, task.observation(1), 1000)
+    report = npe.evaluate_npe(flow, task)           # C2ST on the 10 fixed observations
+
+Tasks (``tasks``), reference posteriors (exact, or SMC: ``smc``), the C2ST metric (``c2st``)
+and training (``training``) follow Lueckmann et al. (2021), "Benchmarking Simulation-Based
+Inference", arXiv:2101.04653.
+"""
+
+from nfzoo.npe.c2st import c2st
+from nfzoo.npe.smc import rhat, smc_sample
+from nfzoo.npe.tasks import TASKS, Reference, Task, get_task, list_tasks
+from nfzoo.npe.training import (
+    BUDGETS,
+    NPE_DEFAULTS,
+    TrainingRecord,
+    build_npe_flow,
+    evaluate_npe,
+    reference_posterior,
+    sample_in_support,
+    sample_posterior,
+    train_and_evaluate,
+    train_npe,
+)
+
+__all__ = [
+    "BUDGETS",
+    "NPE_DEFAULTS",
+    "TASKS",
+    "Reference",
+    "Task",
+    "TrainingRecord",
+    "build_npe_flow",
+    "c2st",
+    "evaluate_npe",
+    "get_task",
+    "list_tasks",
+    "reference_posterior",
+    "rhat",
+    "sample_in_support",
+    "sample_posterior",
+    "smc_sample",
+    "train_and_evaluate",
+    "train_npe",
+]
