@@ -77,36 +77,45 @@ def test_export_zoo_says_which_entries_it_skips_and_why():
     )
 
 
-def test_npe_entries_are_skipped_because_float32_cannot_meet_the_parity_check():
-    """The amortized posteriors are not on the shelf: nfzoo.export refuses them, as its parity
-    check (1e-4 against the Keras model on 10,000 of the flow's own samples) cannot hold where
-    the flow's float32 inverse is ill-conditioned. The reason the plan prints is checked here
-    against the flow: on export's own parity inputs, the Keras model's float32 log_prob is
-    more than 1e-3 from its float64 value at some points, while the two agree at the median."""
+def test_the_amortized_posterior_on_the_shelf_samples_like_the_keras_flow():
+    """npe-two-moons stands for the npe entries on the shelf: for a task observation, its
+    exported graphs in onnxruntime and LiteRT map fixed noise to the Keras flow's posterior
+    draws (1e-4) and their in-graph sampling matches the Keras posterior's mean and spread."""
     import numpy as np
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
 
-    from nfzoo import npe, presets
-    from nfzoo.exporting import PARITY_SEED, TOLERANCE
+    from nfzoo import npe
+    from nfzoo.exporting import TOLERANCE
 
-    _, skipped = _export_zoo().plan()
-    for entry in nfzoo.list_pretrained(kind="npe"):
-        assert "fails nfzoo.export's parity check" in skipped[entry.name]
-    name = "npe-two-moons"
-    flow = nfzoo.load(name)
-    preset = presets.get(name)
-    options = {k: v for k, v in preset.options.items() if k not in ("flow", "context_dim")}
-    f64 = npe.build_npe_flow(
-        preset.dataset["task"], preset.options["flow"], dtype="float64", **options
+    chosen, skipped = _export_zoo().plan()
+    assert (
+        "npe-two-moons" in chosen
+        and "npe is on the shelf as npe-two-moons" in (skipped["npe-gaussian-mixture"])
     )
-    rng = np.random.RandomState(PARITY_SEED)  # as nfzoo.exporting._parity_inputs draws them
-    n, d = 10_000, flow.event_size
-    rng.standard_normal((n, d))  # the noise z of the generate endpoints
-    u = rng.standard_normal((n, flow.context_dim))
-    c = (flow.context_shift.numpy() + flow.context_scale.numpy() * u).astype(np.float32)
-    x = np.asarray(flow.generate(rng.standard_normal((n, d)).astype(np.float32), context=c))
-    f64.initialize(x.astype(np.float64), c.astype(np.float64))
-    f64.set_weights([w.astype(np.float64) for w in flow.get_weights()])
-    exact = f64.log_prob(x.astype(np.float64), context=c.astype(np.float64)).numpy()
-    error = np.abs(flow.log_prob(x, context=c).numpy() - exact)
-    assert np.median(error) < TOLERANCE / 10
-    assert error.max() > 10 * TOLERANCE
+    folder = EXPORT / "npe-two-moons"
+    flow = nfzoo.load("npe-two-moons")
+    x_obs = np.asarray(npe.get_task("two-moons").observation(1), np.float32)[None]
+    n = 4000
+    z = np.random.default_rng(0).standard_normal((n, 2)).astype(np.float32)
+    keras_x = np.asarray(flow.generate(z, context=np.repeat(x_obs, n, axis=0)))
+    keras_sample = np.asarray(flow.sample(n, context=x_obs[0], seed=1))
+    lite = Interpreter(model_path=str(folder / "model.tflite"))
+    runs = {
+        "onnxruntime": lambda ep, feed: dict(
+            zip(
+                ["x"],
+                ort.InferenceSession(str(folder / f"model.{ep}.onnx")).run(["x"], feed),
+            )
+        ),
+        "litert": lambda ep, feed: lite.get_signature_runner(ep)(**feed),
+    }
+    for runtime, run in runs.items():
+        x = run("generate", {"z": z, "context": np.repeat(x_obs, n, axis=0)})["x"]
+        assert np.max(np.abs(x - keras_x)) <= TOLERANCE, runtime
+        drawn = run("sample", {"n": np.array(n, np.int32), "context": x_obs})["x"][:, 0]
+        assert drawn.shape == (n, 2) and np.all(np.isfinite(drawn)), runtime
+        se = np.sqrt(2 * keras_sample.var(axis=0) / n)
+        assert np.all(np.abs(drawn.mean(axis=0) - keras_sample.mean(axis=0)) < 6 * se), runtime
+        ratio = drawn.std(axis=0) / keras_sample.std(axis=0)
+        assert np.all(np.abs(ratio - 1) < 0.1), (runtime, ratio)

@@ -32,13 +32,6 @@ class NPEKind(Kind):
     name = "npe"
     model_key = "flow"
     headline = Metric("c2st_mean", "mean C2ST", atol=0.01)
-    not_exportable = (
-        "its trained spline posterior fails nfzoo.export's parity check (1e-4 against the "
-        "Keras model on 10,000 of the flow's own samples): the float32 inverse is "
-        "ill-conditioned at a few points, where the Keras model itself is 0.1-0.2 nats from "
-        "its float64 value, so no runtime can agree with it to 1e-4 there (conditional flows "
-        "as such export: tests/test_export.py)"
-    )
 
     @property
     def model_class(self) -> type:
