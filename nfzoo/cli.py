@@ -394,7 +394,7 @@ def cmd_list(args) -> None:
     )
     for e in entries:
         label, value = e.headline
-        data = e.dataset.get("name") or e.dataset.get("target", "")
+        data = e.dataset.get("name") or e.dataset.get("target") or e.dataset.get("task", "")
         print(
             f"{e.name:{width}s} {e.kind:10s} {e.architecture:21s} {data:16s} "
             f"{label:>12s} {value:9.4f} {e.size_bytes / 1e6:7.2f}M  {', '.join(e.aliases)}"
@@ -739,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "list", cmd_list, "pretrained entries and their metrics", tensorflow=False)
     p.add_argument("pattern", nargs="?", help="glob pattern on names, e.g. 'maf-*' or '*-u1'")
     p.add_argument("--architecture", help="only this architecture (e.g. glow-1d)")
-    p.add_argument("--kind", help="only this kind (density, reverse-kl, flow-vae)")
+    p.add_argument("--kind", help="only this kind (density, reverse-kl, flow-vae, npe)")
 
     p = _command(
         sub, "info", cmd_info, "the card of an entry or a save_pretrained folder", tensorflow=False

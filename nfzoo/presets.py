@@ -299,7 +299,7 @@ def npe(
     ``max_epochs``; measured by C2ST (``nfzoo.npe.evaluate_npe``) between ``eval_samples``
     posterior samples and as many reference samples (seed ``eval_seed``) on each of the
     task's fixed ``observations``."""
-    from nfzoo.npe.training import NPE_DEFAULTS  # numpy + the flow builders; no cycle
+    from nfzoo.npe.defaults import NPE_DEFAULTS  # constants only: listing entries stays light
 
     theta_dim, x_dim = NPE_TASK_DIMS[task]
     if options is None:

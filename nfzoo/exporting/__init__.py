@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -96,6 +96,7 @@ def export(
     overwrite: bool = False,
     name: str | None = None,
     source: dict | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Exports ``flow`` to ``directory`` in ``formats`` and returns the manifest.
 
@@ -107,6 +108,8 @@ def export(
       name: name recorded in the manifest (default: the flow's name).
       source: JSON-serialisable facts about where the flow came from (e.g. the pretrained
         entry and the sha256 of its weights), recorded as the manifest's "source".
+      progress: called with one line as each format is converted and as each runtime's
+        parity check starts (the CLI prints them); None: silent.
 
     Raises:
       ExportError: a conversion failed or an artifact differs from the Keras model; nothing
@@ -115,7 +118,9 @@ def export(
     """
     formats = _check_args(flow, formats)
     with atomic_directory(directory, overwrite=overwrite) as tmp:
-        manifest = _export_into(flow, tmp, formats, name or flow.name, source or {})
+        manifest = _export_into(
+            flow, tmp, formats, name or flow.name, source or {}, progress or (lambda line: None)
+        )
     return manifest
 
 
@@ -142,20 +147,26 @@ def _check_args(flow, formats) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in formats)  # canonical order
 
 
-def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict) -> dict:
+def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict, progress) -> dict:
+    progress(f"freezing the endpoints of {name}")
     frozen = freeze_endpoints(flow)
     endpoints = list(frozen)
     runners = {}
-    if "tflite" in formats:  # converted from a SavedModel with the declared input shapes
+    if "tflite" in formats:
+        progress(
+            "converting to tflite"
+        )  # converted from a SavedModel with the declared input shapes
         declared = tmp / ".tflite-source"
         write_saved_model(frozen, declared)
         write_tflite(declared, endpoints, tmp / TFLITE_FILE)
         shutil.rmtree(declared)
         runners["tflite"] = TFLiteRunner(tmp / TFLITE_FILE)
     if "saved_model" in formats:
+        progress("converting to saved_model")
         write_saved_model(frozen, tmp / SAVED_MODEL_DIR, relaxed=True)
         runners["saved_model"] = SavedModelRunner(tmp / SAVED_MODEL_DIR)
     if "onnx" in formats:
+        progress(f"converting to onnx ({len(frozen)} endpoints)")
         for ep, fe in frozen.items():
             try:
                 write_onnx(fe, tmp / onnx_file(ep))
@@ -176,6 +187,7 @@ def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict) -> dic
     parity = {}
     failures = []
     for fmt in formats:
+        progress(f"checking {fmt} in {_RUNTIME_OF[fmt]} at batch sizes {PARITY_BATCHES}")
         parity[fmt] = {}
         for ep in endpoints:
             try:

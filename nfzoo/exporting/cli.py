@@ -104,8 +104,14 @@ def run(args: argparse.Namespace) -> None:
         "in its runtime against the Keras model ...",
         flush=True,
     )
+
+    def progress(line: str) -> None:
+        print(f"  {line}", flush=True)
+
     with native_stderr_silenced():  # LiteRT announces its CPU delegate on stderr
-        manifest = export(flow, out, formats=formats, overwrite=args.overwrite, name=name)
+        manifest = export(
+            flow, out, formats=formats, overwrite=args.overwrite, name=name, progress=progress
+        )
     print(parity_table({manifest["name"]: manifest}))
     print(f"wrote {args.out}")
 

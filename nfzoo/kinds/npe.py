@@ -14,11 +14,13 @@ the checked metrics below.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nfzoo.flow import Flow
 from nfzoo.kinds.base import Kind, Metric, Trained, machine, register_kind
 from nfzoo.presets import Preset
+
+if TYPE_CHECKING:  # the library (TensorFlow) loads only when an entry is built or loaded
+    from nfzoo.flow import Flow
 
 __all__ = ["NPEKind"]
 
@@ -35,6 +37,8 @@ class NPEKind(Kind):
 
     @property
     def model_class(self) -> type:
+        from nfzoo.flow import Flow
+
         return Flow
 
     def architectures(self) -> list[str]:
@@ -127,7 +131,7 @@ class NPEKind(Kind):
         return Trained(flow, {k: float(v) for k, v in metrics.items()}, run)
 
     def card_facts(self, preset: Preset, record: dict[str, Any]) -> list[str]:
-        from nfzoo.npe.training import TRAINING_SEED
+        from nfzoo.npe.defaults import TRAINING_SEED
 
         m, run, t, ev = record["metrics"], record["run"], record["training"], record["evaluation"]
         task, n = record["dataset"]["task"], record["dataset"]["num_simulations"]

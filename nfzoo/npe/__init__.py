@@ -11,21 +11,30 @@ and training (``training``) follow Lueckmann et al. (2021), "Benchmarking Simula
 Inference", arXiv:2101.04653.
 """
 
-from nfzoo.npe.c2st import c2st
-from nfzoo.npe.smc import rhat, smc_sample
-from nfzoo.npe.tasks import TASKS, Reference, Task, get_task, list_tasks
-from nfzoo.npe.training import (
-    BUDGETS,
-    NPE_DEFAULTS,
-    TrainingRecord,
-    build_npe_flow,
-    evaluate_npe,
-    reference_posterior,
-    sample_in_support,
-    sample_posterior,
-    train_and_evaluate,
-    train_npe,
-)
+import importlib
+
+#: public names -> the submodule defining them, imported on first use: the tasks are numpy
+#: alone, so listing or describing the npe entries needs neither TensorFlow nor scikit-learn
+_NAMES = {
+    "c2st": "c2st",
+    "rhat": "smc",
+    "smc_sample": "smc",
+    **dict.fromkeys(("BUDGETS", "NPE_DEFAULTS"), "defaults"),
+    **dict.fromkeys(("TASKS", "Reference", "Task", "get_task", "list_tasks"), "tasks"),
+    **dict.fromkeys(
+        (
+            "TrainingRecord",
+            "build_npe_flow",
+            "evaluate_npe",
+            "reference_posterior",
+            "sample_in_support",
+            "sample_posterior",
+            "train_and_evaluate",
+            "train_npe",
+        ),
+        "training",
+    ),
+}
 
 __all__ = [
     "BUDGETS",
@@ -47,3 +56,15 @@ __all__ = [
     "train_and_evaluate",
     "train_npe",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'nfzoo.npe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"nfzoo.npe.{_NAMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

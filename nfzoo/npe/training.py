@@ -38,6 +38,7 @@ import numpy as np
 from nfzoo.flow import Flow
 from nfzoo.models import build
 from nfzoo.npe.c2st import c2st
+from nfzoo.npe.defaults import BUDGETS, NPE_DEFAULTS, TRAINING_SEED
 from nfzoo.npe.tasks import Reference, Task, get_task
 
 __all__ = [
@@ -53,15 +54,6 @@ __all__ = [
     "train_npe",
 ]
 
-#: the simulation budgets of the benchmark
-BUDGETS = (1_000, 10_000, 100_000)
-#: architecture options of ``train_npe`` (sbi's NPE defaults: 5 transforms of 50 hidden units)
-NPE_DEFAULTS = {
-    "nsf": {"num_layers": 5, "hidden_units": (50, 50), "bins": 10},
-    "maf": {"num_layers": 5, "hidden_units": (50, 50)},
-}
-#: training seeds are offset so that they never coincide with an observation's seed
-TRAINING_SEED = 10_000
 #: bump when reference samples change, so caches of old ones are not read
 REFERENCE_VERSION = 2
 
