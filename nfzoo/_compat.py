@@ -38,7 +38,12 @@ def apply_if(pred: tf.Tensor, fn: Callable[..., object], args: Sequence) -> None
     ``tf.__internal__.distribute.strategy_supports_no_merge_call`` (as Keras asks it); ``pred``
     must agree across replicas (``all_replicas``)."""
     if tf.__internal__.distribute.strategy_supports_no_merge_call():
-        tf.cond(pred, lambda: (fn(*args), tf.constant(True))[1], lambda: tf.constant(False))
+
+        def run_here():
+            fn(*args)
+            return tf.constant(True)
+
+        tf.cond(pred, run_here, lambda: tf.constant(False))
         return
 
     def cross_replica(distribution, pred, args):

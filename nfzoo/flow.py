@@ -416,7 +416,8 @@ class Flow(TrainableModel):
         def apply(grads):
             self.optimizer.apply_gradients(zip(grads, variables))
 
-        _compat.apply_if(update, apply, (grads,))
+        if variables:  # a flow of fixed maps (Permute, Logit, ...) has nothing to update
+            _compat.apply_if(update, apply, (grads,))
         self._loss_tracker.update_state(
             tf.where(update, loss, tf.zeros_like(loss)),
             sample_weight=tf.where(update, tf.shape(y_pred)[0], 0),
