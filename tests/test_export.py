@@ -87,7 +87,15 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("arch", ARCHS + CONDITIONAL)
+#: image builders take about a minute each to export: kept out of the default run, where
+#: their export path is checked on the shelf's glow-digits and realnvp-image-digits instead
+EXPORT_CASES = [
+    pytest.param(a, marks=pytest.mark.slow) if a in nfzoo.list_architectures(event_rank=3) else a
+    for a in ARCHS + CONDITIONAL
+]
+
+
+@pytest.mark.parametrize("arch", EXPORT_CASES)
 def test_every_builder_exports_with_parity(arch, tmp_path):
     check_export_with_parity(arch, tmp_path)
 
