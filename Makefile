@@ -20,7 +20,7 @@ main: $(STAMP)  ## the main job: train, score, sample, save and reload a flow
 	$(BIN)/python tools/main_job.py
 
 test: $(STAMP)  ## the default test suite (lint and format checks included), one worker a core
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n auto --durations=15
 
 slow: $(STAMP)  ## long training runs
 	$(BIN)/python -m pytest -q -n auto -m slow

@@ -128,7 +128,10 @@ CONDITIONAL_ENTROPY = 0.5 * D * np.log(2 * np.pi * np.e * 0.09)
 
 # a spline acts on [-B, B] only: with means that move by several units with c, the
 # conditional base N(mu(c), sigma(c)^2) carries the move
-@pytest.mark.parametrize("arch, options", [("maf", {}), ("nsf", {"conditional_base": True})])
+@pytest.mark.parametrize(
+    "arch, options",
+    [pytest.param("maf", {}, marks=pytest.mark.slow), ("nsf", {"conditional_base": True})],
+)
 def test_fit_learns_a_conditional_density_from_numpy_and_tf_data(arch, options):
     x, c = linear_gaussian(4096, seed=0)
     x_test, c_test = linear_gaussian(2048, seed=1)

@@ -422,6 +422,17 @@ def test_tfp_moments_match_monte_carlo(name):
 
 #: every builder, and each conditional builder again with a context ("arch|context")
 BUILDERS = ARCHS + [f"{a}|context" for a in nfzoo.list_architectures(conditional=True)]
+#: conditional builders whose training and integration tests run by default: one
+#: autoregressive and one coupling flow (the others run with -m slow: each compiles an XLA
+#: step or trains, and the default suite has a time budget)
+DEFAULT_CONDITIONAL = ("maf", "nsf")
+
+
+def _conditional_cases(archs):
+    """``archs`` with the conditional cases outside DEFAULT_CONDITIONAL marked slow."""
+    slow = [f"{a}|context" for a in nfzoo.list_architectures(conditional=True)]
+    slow = {a for a in slow if a.split("|")[0] not in DEFAULT_CONDITIONAL}
+    return [pytest.param(a, marks=pytest.mark.slow) if a in slow else a for a in archs]
 
 
 def make_flow(arch, dtype="float64", seed=0):
@@ -492,7 +503,7 @@ def test_builder_keras_file_round_trip(arch, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("arch", BUILDERS)
+@pytest.mark.parametrize("arch", _conditional_cases(BUILDERS))
 def test_builder_one_jit_training_step_moves_every_weight(arch):
     flow = make_flow(arch, dtype="float32")
     if not flow.has_inverse:
@@ -525,7 +536,13 @@ def test_builder_density_integrates_to_one_in_2d(arch):
     assert abs(_integral_over_2d_grid(flow.log_prob) - 1.0) < 1e-3
 
 
-@pytest.mark.parametrize("arch", nfzoo.list_architectures(conditional=True))
+@pytest.mark.parametrize(
+    "arch",
+    [
+        a if a in DEFAULT_CONDITIONAL else pytest.param(a, marks=pytest.mark.slow)
+        for a in nfzoo.list_architectures(conditional=True)
+    ],
+)
 def test_conditional_density_integrates_to_one_for_each_context(arch):
     # q(x | c) is a density in x for every c: trained on moons rotated by the context's angle
     flow = nfzoo.build(arch, 2, seed=0, context_dim=1, conditional_base=True)

@@ -265,7 +265,14 @@ def test_fit_stops_at_the_first_non_finite_step_and_keeps_the_last_finite_weight
     assert np.isfinite(history.history["loss"][0])
 
 
-@pytest.mark.parametrize("arch", ["maf", "realnvp", "glow-1d"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "maf",
+        pytest.param("realnvp", marks=pytest.mark.slow),
+        pytest.param("glow-1d", marks=pytest.mark.slow),
+    ],
+)
 def test_a_few_extreme_outliers_do_not_turn_the_weights_to_nan(arch):
     # their gradients (1e15-1e20) overflow float32 in the global norm of gradient clipping,
     # which then scaled every gradient by NaN; fit bounds them first
@@ -297,7 +304,15 @@ def test_learning_rates_seeds_sizes_and_precisions_are_checked():
             nfzoo.Flow([L.Permute()], event_shape=(2,), dtype=policy)
 
 
-@pytest.mark.parametrize("arch", ["maf", "iaf", "realnvp", "planar"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "maf",
+        pytest.param("iaf", marks=pytest.mark.slow),
+        pytest.param("realnvp", marks=pytest.mark.slow),
+        "planar",
+    ],
+)
 def test_single_events_through_the_tfp_views_and_mcmc(arch):
     import tensorflow_probability as tfp
 
