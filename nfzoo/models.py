@@ -428,12 +428,16 @@ def _nsf_ar(
     )
 
 
-@register_architecture("planar", "planar flows", "arXiv:1505.05770")
+@register_architecture(
+    "planar", "planar flows", "arXiv:1505.05770", example_options=(("num_layers", 4),)
+)
 def _planar(event_dim, dtype, seed, num_layers: int = 16):
     return [Planar(seed=seed + 2 * i, dtype=dtype) for i in range(num_layers)]
 
 
-@register_architecture("radial", "radial flows", "arXiv:1505.05770")
+@register_architecture(
+    "radial", "radial flows", "arXiv:1505.05770", example_options=(("num_layers", 4),)
+)
 def _radial(event_dim, dtype, seed, num_layers: int = 16):
     return [Radial(seed=seed + i, dtype=dtype) for i in range(num_layers)]
 

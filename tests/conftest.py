@@ -42,3 +42,12 @@ def brute_force_log_det(fn, u: tf.Tensor) -> tf.Tensor:
         jac = tape.batch_jacobian(out, u, experimental_use_pfor=False)
     size = int(np.prod(u.shape[1:]))
     return tf.linalg.slogdet(tf.reshape(jac, [-1, size, size]))[1]
+
+
+#: files of the longest single tests (the installed wheel, the README's examples: 1-2 minutes
+#: each); they are started first, so that a parallel run does not end on one of them alone
+LONG_FIRST = ("test_install.py", "test_readme.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in LONG_FIRST)  # stable: order kept within

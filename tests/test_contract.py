@@ -527,7 +527,7 @@ def _integral_over_2d_grid(log_prob) -> float:
 
 @pytest.mark.parametrize("arch", VECTOR_ARCHS)
 def test_builder_density_integrates_to_one_in_2d(arch):
-    flow = nfzoo.build(arch, 2, seed=0)
+    flow = nfzoo.build(arch, 2, seed=0, **dict(nfzoo.architecture(arch).example_options))
     if not flow.has_inverse:
         pytest.skip(f"{arch} has no inverse: its density is only known at its own samples")
     x = nfzoo.data.make_moons(1024, seed=1)
