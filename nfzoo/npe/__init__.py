@@ -13,10 +13,13 @@ Inference", arXiv:2101.04653.
 
 import importlib
 
+# eager, and light (scikit-learn is imported inside it): a function named like its module
+# must be bound here, or importing the submodule would rebind ``npe.c2st`` to the module
+from nfzoo.npe.c2st import c2st
+
 #: public names -> the submodule defining them, imported on first use: the tasks are numpy
 #: alone, so listing or describing the npe entries needs neither TensorFlow nor scikit-learn
 _NAMES = {
-    "c2st": "c2st",
     "rhat": "smc",
     "smc_sample": "smc",
     **dict.fromkeys(("BUDGETS", "NPE_DEFAULTS"), "defaults"),
