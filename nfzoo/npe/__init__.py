@@ -15,7 +15,7 @@ import importlib
 
 # eager, and light (scikit-learn is imported inside it): a function named like its module
 # must be bound here, or importing the submodule would rebind ``npe.c2st`` to the module
-from nfzoo.npe.c2st import c2st
+from nfzoo.npe.c2st import c2st as c2st  # re-exported
 
 #: public names -> the submodule defining them, imported on first use: the tasks are numpy
 #: alone, so listing or describing the npe entries needs neither TensorFlow nor scikit-learn
@@ -39,26 +39,7 @@ _NAMES = {
     ),
 }
 
-__all__ = [
-    "BUDGETS",
-    "NPE_DEFAULTS",
-    "TASKS",
-    "Reference",
-    "Task",
-    "TrainingRecord",
-    "build_npe_flow",
-    "c2st",
-    "evaluate_npe",
-    "get_task",
-    "list_tasks",
-    "reference_posterior",
-    "rhat",
-    "sample_in_support",
-    "sample_posterior",
-    "smc_sample",
-    "train_and_evaluate",
-    "train_npe",
-]
+__all__ = sorted(["c2st", *_NAMES])  # derived: one list of the public names
 
 
 def __getattr__(name: str):

@@ -38,12 +38,10 @@ import numpy as np
 from nfzoo.flow import Flow
 from nfzoo.models import build
 from nfzoo.npe.c2st import c2st
-from nfzoo.npe.defaults import BUDGETS, NPE_DEFAULTS, TRAINING_SEED
+from nfzoo.npe.defaults import NPE_DEFAULTS, TRAINING_SEED
 from nfzoo.npe.tasks import Reference, Task, get_task
 
 __all__ = [
-    "BUDGETS",
-    "NPE_DEFAULTS",
     "TrainingRecord",
     "build_npe_flow",
     "evaluate_npe",
