@@ -23,9 +23,9 @@ _NAMES = {
     "BijectorLayer": "bijector_layer",
     "Flow": "flow",
     "export": "exporting",
-    "architecture": "models",
-    "build": "models",
-    "list_architectures": "models",
+    "architecture": "architectures",
+    "build": "architectures",
+    "list_architectures": "architectures",
     "list_pretrained": "pretrained",
     "load": "pretrained",
     "pretrained_entry": "pretrained",
@@ -46,7 +46,7 @@ _LIGHT = (
     "registry",
 )
 #: what ``import nfzoo`` imported before it was light: importing these registers every class
-_LIBRARY = ("layers", "models", "flow", "pretrained", "exporting", "targets", "vae", "vi")
+_LIBRARY = ("layers", "architectures", "flow", "pretrained", "exporting", "targets", "vae", "vi")
 
 __all__ = sorted([*_NAMES, *_SUBMODULES])
 

@@ -6,7 +6,7 @@ arXiv:1505.05770).
 Posteriors (``POSTERIORS``): "none" (diagonal Gaussian), "planar", "iaf",
 "sylvester-orthogonal", "sylvester-householder", "sylvester-triangular". Each reuses the
 transform of the corresponding layer, written once as a pure function of (z, parameters):
-``planar_forward`` (nfzoo.layers.residual), ``sylvester_forward``, ``orthogonalize``
+``planar_forward`` (nfzoo.layers.planar_radial), ``sylvester_forward``, ``orthogonalize``
 (nfzoo.layers.sylvester), ``householder_product`` (nfzoo.ops), ``affine_params`` /
 ``affine_forward`` and ``MADE`` with a context input (nfzoo.layers.autoregressive,
 nfzoo.nets). The layers call them with their weights (no leading axes); the posteriors here
@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from nfzoo.layers.autoregressive import affine_forward, affine_params
-from nfzoo.layers.residual import planar_forward
+from nfzoo.layers.planar_radial import planar_forward
 from nfzoo.layers.sylvester import orthogonalize, sylvester_forward
 from nfzoo.nets import MADE, Dense
 from nfzoo.ops import householder_product

@@ -416,7 +416,8 @@ def _read_config_facts(path: Path) -> dict:
 def cmd_info(args) -> None:
     import json
 
-    from nfzoo.pretrained import CARD_FILE, CONFIG_FILE, PretrainedEntry
+    from nfzoo.files import CARD_FILE, CONFIG_FILE
+    from nfzoo.pretrained import PretrainedEntry
 
     found = _resolve(args.name)
     folder = found.path if isinstance(found, PretrainedEntry) else found
@@ -513,7 +514,7 @@ def cmd_logprob(args) -> None:
 def _vector_architecture(name: str) -> str:
     """``name`` as a registered vector architecture; an unknown name gets the registry's
     error with the closest vector architectures."""
-    from nfzoo.models import ARCHITECTURES, list_architectures
+    from nfzoo.architectures import ARCHITECTURES, list_architectures
     from nfzoo.registry import Registry
 
     vector: Registry[str] = Registry("architecture for vector data (nfzoo train)")

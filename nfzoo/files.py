@@ -43,12 +43,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = [
+    "CARD_FILE",
+    "CONFIG_FILE",
     "PRETRAINED_FORMAT",
+    "WEIGHTS_FILE",
     "DestinationError",
     "StaleFolderWarning",
     "artifact_kind",
     "atomic_directory",
     "check_destination",
+    "config_text",
     "sha256_file",
     "write_file_atomically",
 ]
@@ -57,6 +61,7 @@ __all__ = [
 PRETRAINED_FORMAT = "nfzoo.pretrained/1"
 #: the files of a save_pretrained folder, the first two required
 PRETRAINED_FILES = ("config.json", "model.weights.h5", "card.md")
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = PRETRAINED_FILES
 MANIFEST_FILE = "manifest.json"
 
 
@@ -67,6 +72,11 @@ class DestinationError(ValueError):
 
 class StaleFolderWarning(UserWarning):
     """A temporary folder left by another nfzoo write that may still be running."""
+
+
+def config_text(config: dict) -> str:
+    """config.json's text: sorted keys, two-space indents (stable digests for equal content)."""
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
 def sha256_file(path: str | os.PathLike) -> str:

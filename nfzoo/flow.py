@@ -58,8 +58,8 @@ from nfzoo.chain import (
     chain_inverse,
     initialize_chain,
 )
+from nfzoo.model_base import PretrainedModel
 from nfzoo.ops import check_seed
-from nfzoo.trainable import TrainableModel
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -89,7 +89,7 @@ BASES = ("normal",)
 
 
 @keras.saving.register_keras_serializable(package="nfzoo")
-class Flow(TrainableModel):
+class Flow(PretrainedModel):
     """A normalizing flow: ``log_prob``, ``sample``, ``generate``, ``encode`` and training by
     maximum likelihood through Keras ``fit``.
 
@@ -102,6 +102,7 @@ class Flow(TrainableModel):
     """
 
     objective = "the negative log-likelihood (use nfzoo.vi.ReverseKL for other objectives)"
+    pretrained_key = "flow"
 
     def __init__(
         self,
@@ -574,12 +575,12 @@ class Flow(TrainableModel):
 
         return tf.function(endpoint, input_signature=specs)
 
-    def save_pretrained(self, directory, **kwargs):
-        """Writes config.json, model.weights.h5 and card.md into ``directory`` (atomically);
-        ``nfzoo.load(directory)`` reads it back. See ``nfzoo.pretrained.save_pretrained``."""
-        from nfzoo.pretrained import save_pretrained
-
-        return save_pretrained(self, directory, **kwargs)
+    def card_summary(self) -> str:
+        layers = ", ".join(type(layer).__name__ for layer in self.flow_layers)
+        return (
+            f"A normalizing flow on events of shape {list(self.data_event_shape)}.\n\n"
+            f"Layers (generative order): {layers}."
+        )
 
     def get_config(self):
         return {

@@ -42,8 +42,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nfzoo import config_checks
-from nfzoo.config_checks import MODEL_KEYS
-from nfzoo.files import PRETRAINED_FORMAT, atomic_directory, sha256_file
+from nfzoo.files import (
+    CONFIG_FILE,
+    PRETRAINED_FORMAT,
+    WEIGHTS_FILE,
+    sha256_file,
+)
 from nfzoo.kinds import KINDS, Kind, Metric
 from nfzoo.presets import PRESETS, Preset
 from nfzoo.registry import Registry
@@ -67,9 +71,6 @@ __all__ = [
 ]
 
 FORMAT = PRETRAINED_FORMAT
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.weights.h5"
-CARD_FILE = "card.md"
 INDEX_FILE = "index.json"
 #: the folder of the entries inside the installed package (mapped from pretrained/)
 PACKAGE_DATA_DIR = "_pretrained"
@@ -402,67 +403,13 @@ def save_pretrained(
     card: str | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Writes ``model`` (a Flow or a FlowVAE) as config.json + model.weights.h5 + card.md into
-    ``directory``, atomically: everything is written to a temporary folder beside it and
-    renamed at the end, so a failure leaves the previous contents (or nothing) in place.
+    """``model.save_pretrained(directory, ...)`` for a Flow or a FlowVAE (see
+    ``nfzoo.model_base.PretrainedModel.save_pretrained``); a TypeError for anything else."""
+    from nfzoo.model_base import PretrainedModel
 
-    Args:
-      metadata: extra facts stored in config.json (dataset, training budget, metrics,
-        command). Must be JSON-serialisable.
-      card: the Markdown card; a short default is written when None.
-      overwrite: replace an existing folder, if it is one nfzoo wrote (a save_pretrained or
-        export folder holding only its own files; ``nfzoo.files``); others are refused.
-    """
-    keys = [key for key in MODEL_KEYS if isinstance(model, _model_class(key))]
-    if not keys:
+    if not isinstance(model, PretrainedModel):
         raise TypeError(
             "save_pretrained writes a nfzoo Flow or FlowVAE; received "
             f"{type(model).__module__}.{type(model).__name__}."
         )
-    _refuse_non_finite(model)
-    directory = Path(directory)
-    with atomic_directory(directory, overwrite=overwrite) as tmp:
-        model.save_weights(tmp / WEIGHTS_FILE)
-        config = {
-            "format": FORMAT,
-            keys[0]: model.get_config(),
-            "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
-            **(metadata or {}),
-        }
-        (tmp / CONFIG_FILE).write_text(config_text(config))
-        (tmp / CARD_FILE).write_text(card or _default_card(model, config))
-    return directory
-
-
-def _refuse_non_finite(model) -> None:
-    """A model with a NaN or inf weight computes nothing useful and would be saved as if it
-    did (a diverged training run, for instance)."""
-    import numpy as np
-
-    bad = [w.path for w in model.weights if not np.all(np.isfinite(np.asarray(w.numpy())))]
-    if bad:
-        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise ValueError(
-            f"refusing to save {model.name}: {len(bad)} weight(s) hold NaN or inf ({shown}); "
-            "training diverged or the weights were altered."
-        )
-
-
-def config_text(config: dict[str, Any]) -> str:
-    """config.json's text: sorted keys, two-space indents (stable digests for equal content)."""
-    return json.dumps(config, indent=2, sort_keys=True) + "\n"
-
-
-def _default_card(model: Flow | FlowVAE, config: dict) -> str:
-    if isinstance(model, _model_class("flow_vae")):
-        what = (
-            f"A VAE on {model.input_dim}-d binary vectors with a {model.latent_dim}-d latent and "
-            f"the {model.posterior_name!r} posterior ({model.num_flows} flow steps)."
-        )
-    else:
-        layers = ", ".join(type(layer).__name__ for layer in model.flow_layers)
-        what = (
-            f"A normalizing flow on events of shape {list(model.data_event_shape)}.\n\n"
-            f"Layers (generative order): {layers}."
-        )
-    return f"# {model.name}\n\n{what}\n\nWeights sha256: `{config['weights_sha256']}`.\n"
+    return model.save_pretrained(directory, metadata=metadata, card=card, overwrite=overwrite)

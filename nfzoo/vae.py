@@ -45,9 +45,9 @@ from nfzoo.amortized import (
     NoFlow,
     make_posterior,
 )
+from nfzoo.model_base import PretrainedModel
 from nfzoo.nets import Dense
 from nfzoo.ops import soft_clamp
-from nfzoo.trainable import TrainableModel
 
 __all__ = [
     "POSTERIORS",
@@ -68,7 +68,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 @keras.saving.register_keras_serializable(package="nfzoo")
-class FlowVAE(TrainableModel):
+class FlowVAE(PretrainedModel):
     """VAE on binary vectors with an amortised flow posterior (see the module docstring).
 
     Encoder: ``input_dim -> hidden_units`` (relu) = h(x); mu, log sigma and the flow's
@@ -87,6 +87,7 @@ class FlowVAE(TrainableModel):
     """
 
     objective = "-ELBO"
+    pretrained_key = "flow_vae"
 
     def __init__(
         self,
@@ -272,12 +273,11 @@ class FlowVAE(TrainableModel):
         m = log_w.max(axis=0)
         return -(m + np.log(np.mean(np.exp(log_w - m), axis=0)))
 
-    def save_pretrained(self, directory, **kwargs):
-        """Writes config.json, model.weights.h5 and card.md into ``directory`` (atomically);
-        ``nfzoo.load(directory)`` reads it back. See ``nfzoo.pretrained.save_pretrained``."""
-        from nfzoo.pretrained import save_pretrained
-
-        return save_pretrained(self, directory, **kwargs)
+    def card_summary(self) -> str:
+        return (
+            f"A VAE on {self.input_dim}-d binary vectors with a {self.latent_dim}-d latent and "
+            f"the {self.posterior_name!r} posterior ({self.num_flows} flow steps)."
+        )
 
     def get_config(self):
         return {

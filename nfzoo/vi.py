@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from nfzoo import targets as targets_lib
 from nfzoo.flow import Flow
-from nfzoo.trainable import TrainableModel
+from nfzoo.model_base import TrainableModel
 
 __all__ = [
     "Diagnostics",

@@ -439,7 +439,7 @@ def make_flow(arch, dtype="float64", seed=0):
     """A small instance of ``arch`` (its registered example), at a perturbed point;
     "arch|context" is its conditional form, with a conditional base."""
     arch, _, variant = arch.partition("|")
-    entry = nfzoo.models.architecture(arch)
+    entry = nfzoo.architectures.architecture(arch)
     options = dict(entry.example_options)
     if variant == "context":
         options.update(context_dim=2, conditional_base=True)
@@ -512,8 +512,8 @@ def test_builder_one_jit_training_step_moves_every_weight(arch):
     _assert_every_weight_moves(flow, _fit_one_step(flow, training_data(flow)))
 
 
-VECTOR_ARCHS = [a for a in ARCHS if nfzoo.models.architecture(a).event_rank == 1]
-IMAGE_ARCHS = [a for a in ARCHS if nfzoo.models.architecture(a).event_rank == 3]
+VECTOR_ARCHS = [a for a in ARCHS if nfzoo.architectures.architecture(a).event_rank == 1]
+IMAGE_ARCHS = [a for a in ARCHS if nfzoo.architectures.architecture(a).event_rank == 3]
 
 
 def _integral_over_2d_grid(log_prob) -> float:

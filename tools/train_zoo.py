@@ -23,13 +23,16 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from nfzoo import kinds, presets
-from nfzoo.files import sha256_file, write_file_atomically
-from nfzoo.pretrained import (
+from nfzoo.files import (
     CARD_FILE,
     CONFIG_FILE,
-    INDEX_FILE,
     WEIGHTS_FILE,
     config_text,
+    sha256_file,
+    write_file_atomically,
+)
+from nfzoo.pretrained import (
+    INDEX_FILE,
     list_pretrained,
     pretrained_dir,
     save_pretrained,

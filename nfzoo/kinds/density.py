@@ -63,12 +63,12 @@ class Density(Kind):
         return Flow
 
     def architectures(self) -> list[str]:
-        from nfzoo.models import list_architectures
+        from nfzoo.architectures import list_architectures
 
         return list_architectures()
 
     def build(self, preset: Preset) -> Flow:
-        from nfzoo.models import build
+        from nfzoo.architectures import build
 
         return build(
             preset.architecture,

@@ -46,12 +46,12 @@ class ReverseKL(Kind):
         return Flow
 
     def architectures(self) -> list[str]:
-        from nfzoo.models import list_architectures
+        from nfzoo.architectures import list_architectures
 
         return list_architectures(event_rank=1)
 
     def build(self, preset: Preset) -> Flow:
-        from nfzoo.models import build
+        from nfzoo.architectures import build
 
         return build(
             preset.architecture,

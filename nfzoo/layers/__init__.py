@@ -8,9 +8,9 @@ from nfzoo.layers.image_coupling import ImageAdditiveCoupling, ImageAffineCoupli
 from nfzoo.layers.linear import InvertibleLinear, LULinear, Permute, QRLinear
 from nfzoo.layers.multiscale import FactorOut
 from nfzoo.layers.normalization import ActNorm
+from nfzoo.layers.planar_radial import Planar, Radial
 from nfzoo.layers.preprocessing import Logit
 from nfzoo.layers.reshape import Squeeze
-from nfzoo.layers.residual import Planar, Radial
 from nfzoo.layers.spline import SplineAutoregressive, SplineCoupling
 from nfzoo.layers.sylvester import SylvesterHouseholder, SylvesterOrthogonal, SylvesterTriangular
 

@@ -35,8 +35,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from nfzoo.architectures import build
 from nfzoo.flow import Flow
-from nfzoo.models import build
 from nfzoo.npe.c2st import c2st
 from nfzoo.npe.defaults import NPE_DEFAULTS, TRAINING_SEED
 from nfzoo.npe.tasks import Reference, Task, get_task

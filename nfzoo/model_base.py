@@ -14,13 +14,27 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, ClassVar
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+from nfzoo.files import (
+    CARD_FILE,
+    CONFIG_FILE,
+    PRETRAINED_FORMAT,
+    WEIGHTS_FILE,
+    atomic_directory,
+    config_text,
+    sha256_file,
+)
 
 __all__ = [
     "DEFAULT_STEPS_PER_EXECUTION",
+    "PretrainedModel",
     "TrainableModel",
     "build_optimizer_variables",
     "resolve_optimizer",
@@ -136,3 +150,67 @@ class TrainableModel(keras.Model):
             self.compile()
         build_optimizer_variables(self)
         return super().fit(*args, **kwargs)
+
+
+class PretrainedModel(TrainableModel):
+    """A TrainableModel that ``save_pretrained`` writes as a folder and ``nfzoo.load`` reads
+    back (Flow, FlowVAE). A subclass names the key of config.json that holds its Keras config
+    (``pretrained_key``, one of ``nfzoo.config_checks.MODEL_KEYS``) and describes itself for
+    the default card (``card_summary``)."""
+
+    #: the key of config.json under which the model's Keras config is stored
+    pretrained_key: ClassVar[str]
+
+    def card_summary(self) -> str:
+        """What the model is, in a sentence or two, for the default card.md."""
+        return f"A {type(self).__name__}."
+
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        *,
+        metadata: dict[str, Any] | None = None,
+        card: str | None = None,
+        overwrite: bool = False,
+    ) -> Path:
+        """Writes config.json + model.weights.h5 + card.md into ``directory``, atomically:
+        everything is written to a temporary folder beside it and renamed at the end, so a
+        failure leaves the previous contents (or nothing) in place. ``nfzoo.load(directory)``
+        reads it back.
+
+        Args:
+          metadata: extra facts stored in config.json (dataset, training budget, metrics,
+            command). Must be JSON-serialisable.
+          card: the Markdown card; a short default is written when None.
+          overwrite: replace an existing folder, if it is one nfzoo wrote (a save_pretrained
+            or export folder holding only its own files; ``nfzoo.files``); others are refused.
+        """
+        self._refuse_non_finite()
+        directory = Path(directory)
+        with atomic_directory(directory, overwrite=overwrite) as tmp:
+            self.save_weights(tmp / WEIGHTS_FILE)
+            config = {
+                "format": PRETRAINED_FORMAT,
+                self.pretrained_key: self.get_config(),
+                "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
+                **(metadata or {}),
+            }
+            (tmp / CONFIG_FILE).write_text(config_text(config))
+            if card is None:
+                card = (
+                    f"# {self.name}\n\n{self.card_summary()}\n\n"
+                    f"Weights sha256: `{config['weights_sha256']}`.\n"
+                )
+            (tmp / CARD_FILE).write_text(card)
+        return directory
+
+    def _refuse_non_finite(self) -> None:
+        """A model with a NaN or inf weight computes nothing useful and would be saved as if
+        it did (a diverged training run, for instance)."""
+        bad = [w.path for w in self.weights if not np.all(np.isfinite(np.asarray(w.numpy())))]
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise ValueError(
+                f"refusing to save {self.name}: {len(bad)} weight(s) hold NaN or inf ({shown}); "
+                "training diverged or the weights were altered."
+            )
