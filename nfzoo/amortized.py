@@ -28,6 +28,7 @@ from nfzoo.layers.planar_radial import planar_forward
 from nfzoo.layers.sylvester import orthogonalize, sylvester_forward
 from nfzoo.nets import MADE, Dense
 from nfzoo.ops import householder_product
+from nfzoo.registry import Registry
 
 __all__ = [
     "POSTERIORS",
@@ -323,18 +324,18 @@ class AmortizedIAF(AmortizedFlow):
 
 
 #: posterior name -> amortised flow class
-POSTERIORS: dict[str, type[AmortizedFlow]] = {
-    "none": NoFlow,
-    "planar": AmortizedPlanar,
-    "iaf": AmortizedIAF,
-    "sylvester-orthogonal": AmortizedSylvesterOrthogonal,
-    "sylvester-householder": AmortizedSylvesterHouseholder,
-    "sylvester-triangular": AmortizedSylvesterTriangular,
-}
+POSTERIORS: Registry[type[AmortizedFlow]] = Registry("posterior")
+for _name, _cls in (
+    ("none", NoFlow),
+    ("planar", AmortizedPlanar),
+    ("iaf", AmortizedIAF),
+    ("sylvester-orthogonal", AmortizedSylvesterOrthogonal),
+    ("sylvester-householder", AmortizedSylvesterHouseholder),
+    ("sylvester-triangular", AmortizedSylvesterTriangular),
+):
+    POSTERIORS.add(_name, _cls)
 
 
 def make_posterior(posterior: str, latent_dim: int, **kwargs) -> AmortizedFlow:
     """The amortised flow ``posterior`` (see ``POSTERIORS``) on R^latent_dim."""
-    if posterior not in POSTERIORS:
-        raise ValueError(f"Unknown posterior {posterior!r}; known: {', '.join(POSTERIORS)}.")
-    return POSTERIORS[posterior](latent_dim, **kwargs)
+    return POSTERIORS.get(posterior)(latent_dim, **kwargs)

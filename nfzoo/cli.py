@@ -635,15 +635,9 @@ def cmd_train(args) -> None:
 
 
 def _mean_nll(flow, x) -> float:
-    """-mean log q(x) in nats, in batches (memory flat in the number of rows)."""
-    import numpy as np
+    from nfzoo.data import mean_nll
 
-    size = batch_rows(flow.event_size)
-    total = sum(
-        float(np.sum(flow.log_prob(x[i : i + size]).numpy(), dtype=np.float64))
-        for i in range(0, len(x), size)
-    )
-    return -total / len(x)
+    return mean_nll(flow, x, batch_rows(flow.event_size))
 
 
 def _check_beats_gaussian(flow, train, held_out, rows: str) -> None:
@@ -653,12 +647,14 @@ def _check_beats_gaussian(flow, train, held_out, rows: str) -> None:
     steps; a learning rate far too large) would otherwise be saved as if it had worked."""
     import numpy as np
 
+    from nfzoo.constants import LOG_2PI
+
     x = np.asarray(train, np.float64)
     mean, std = x.mean(axis=0), x.std(axis=0)
     if not np.all(np.isfinite(std) & (std > 0)):
         return  # a constant column: no Gaussian to compare with
     z = (np.asarray(held_out, np.float64) - mean) / std
-    gaussian = float(np.mean(np.sum(0.5 * z**2 + np.log(std) + 0.5 * np.log(2 * np.pi), axis=1)))
+    gaussian = float(np.mean(np.sum(0.5 * z**2 + np.log(std) + 0.5 * LOG_2PI, axis=1)))
     nll = _mean_nll(flow, held_out)
     if not nll <= gaussian + GAUSSIAN_MARGIN_NATS * x.shape[1]:
         raise CommandError(
@@ -706,7 +702,7 @@ def cmd_export(args) -> None:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``nfzoo export`` (also ``python -m nfzoo.exporting.cli``)."""
+    """The options of ``nfzoo export``."""
     parser.add_argument("source", help="pretrained name, pretrained folder, or .keras file")
     parser.add_argument(
         "--formats", nargs="+", default=list(EXPORT_FORMATS), choices=EXPORT_FORMATS

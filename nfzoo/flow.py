@@ -4,7 +4,7 @@ Layer order is generative: base noise z passes through ``layers[0]`` first and
 ``layers[-1]`` produces the data x, as in a Keras Sequential model whose layers run
 ``forward``. With g_k the forward map of ``layers[k]``:
 
-    x = g_{K-1}(... g_0(z)),   z ~ p(z) (standard normal by default)
+    x = g_{K-1}(... g_0(z)),   z ~ p(z) = N(0, I)
     log q(x) = log p(z) + sum_k log|det d g_k^{-1} / d h_{k+1}|    (inverse pass, x -> z)
     log q(x) = log p(z) - sum_k log|det d g_k / d h_k|            (forward pass, z -> x)
 
@@ -85,8 +85,6 @@ INIT_BATCH = 1024
 #: Adam, normalising each coordinate by its gradient history, is insensitive.
 DEFAULT_GLOBAL_CLIPNORM = 10.0
 
-BASES = ("normal",)
-
 
 @keras.saving.register_keras_serializable(package="nfzoo")
 class Flow(PretrainedModel):
@@ -96,8 +94,8 @@ class Flow(PretrainedModel):
     Args:
       layers: BijectorLayers in generative order (``layers[0]`` acts on the base noise).
       event_shape: shape of one data point, e.g. ``(2,)``.
-      base: the base distribution; "normal" is the standard normal
-        ``tfd.Independent(tfd.Normal(0, 1))`` over the base event shape.
+      standardize_context: for a conditional flow, standardise the context to zero mean and
+        unit variance per coordinate (statistics taken from the first batch ``fit`` sees).
       name, dtype: as for ``keras.Model``; every layer must have the flow's dtype.
     """
 
@@ -108,7 +106,6 @@ class Flow(PretrainedModel):
         self,
         layers: Sequence[BijectorLayer],
         event_shape: Sequence[int],
-        base: str = "normal",
         standardize_context: bool = True,
         name: str | None = None,
         dtype: Any = None,
@@ -116,8 +113,6 @@ class Flow(PretrainedModel):
     ):
         super().__init__(name=name, dtype=dtype, **kwargs)
         check_float_policy(self.dtype_policy, f"Flow {self.name!r}")
-        if base not in BASES:
-            raise ValueError(f"Flow base must be one of {BASES}; received {base!r}.")
         layers = list(layers)
         if not layers:
             raise ValueError("Flow needs at least one layer; received an empty list.")
@@ -133,7 +128,6 @@ class Flow(PretrainedModel):
                     f"({layer.name}) has dtype {layer.dtype.name}; build both with the same dtype."
                 )
         self.data_event_shape = tuple(int(d) for d in event_shape)
-        self.base = base
         self.flow_layers = layers
         #: size C of the context of a conditional flow, q(x | c); None for q(x)
         self.context_dim = chain_context_dim(layers, who=f"Flow {self.name!r}")
@@ -588,7 +582,6 @@ class Flow(PretrainedModel):
             "trainable": self.trainable,
             "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
             "event_shape": list(self.data_event_shape),
-            "base": self.base,
             "standardize_context": self.standardize_context,
             "layers": [keras.saving.serialize_keras_object(layer) for layer in self.flow_layers],
         }
@@ -596,6 +589,10 @@ class Flow(PretrainedModel):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        # configs written with the base named: the standard normal is the only one there is
+        base = config.pop("base", "normal")
+        if base != "normal":
+            raise ValueError(f"Flow's base is the standard normal; the config names {base!r}.")
         layers = [
             keras.saving.deserialize_keras_object(c, custom_objects=custom_objects)
             for c in config.pop("layers")

@@ -1,6 +1,12 @@
-"""One registry mechanism for every named thing in nfzoo (architectures, presets, kinds of
-pretrained entry, pretrained entries): lookup by name or alias, listing, and errors that
-suggest close names."""
+"""One registry mechanism for every named thing in nfzoo: architectures, flow layers, presets,
+kinds of pretrained entry, pretrained entries, flow-VAE posteriors, export endpoints, targets,
+toy datasets and NPE tasks. Lookup by name or alias, listing, and errors that suggest close
+names.
+
+Not every table is a registry: the export kernels are found by a layer's type, walking its
+MRO so that a subclass inherits its parent's kernel (``nfzoo.exporting.graphs``), which a
+name lookup cannot do; config.json's model keys (``config_checks.MODEL_KEYS``) are a fixed
+file-format vocabulary, not entries anyone registers."""
 
 from __future__ import annotations
 
@@ -54,6 +60,18 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         return self._entries[self.canonical(name)]
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def items(self) -> list[tuple[str, T]]:
+        """(name, entry) pairs in registration order (where order means something: export
+        endpoints are listed in a manifest in the order they were declared)."""
+        return list(self._entries.items())
+
+    def values(self) -> list[T]:
+        """The entries in registration order."""
+        return list(self._entries.values())
 
     def aliases_of(self, name: str) -> list[str]:
         """The aliases of the entry ``name``, sorted."""

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from nfzoo.constants import LOG_2PI
 from nfzoo.registry import Registry
 
 __all__ = [
@@ -57,14 +58,11 @@ __all__ = [
     "Target",
     "as_target",
     "get",
-    "grid",
     "names",
     "quadrature_log_z",
     "reference_log_z",
     "register_target",
 ]
-
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 class Target:
@@ -290,7 +288,7 @@ class GaussianMixture(Target):
         u = (x[:, None, :] - locs) / scales
         log_n = (
             -0.5 * tf.reduce_sum(tf.square(u), axis=-1)
-            - tf.constant(np.log(self.scales).sum(axis=-1) + 0.5 * self.event_dim * _LOG_2PI, dtype)
+            - tf.constant(np.log(self.scales).sum(axis=-1) + 0.5 * self.event_dim * LOG_2PI, dtype)
             + tf.constant(np.log(self.weights), dtype)
         )
         return tf.reduce_logsumexp(log_n, axis=-1) + tf.constant(self.log_z, dtype)
@@ -324,11 +322,11 @@ class Funnel(Target):
 
     def _log_prob(self, x):
         v, rest = x[:, 0], x[:, 1:]
-        log_pv = -0.5 * tf.square(v / self.scale) - math.log(self.scale) - 0.5 * _LOG_2PI
+        log_pv = -0.5 * tf.square(v / self.scale) - math.log(self.scale) - 0.5 * LOG_2PI
         # x_i | v: standard deviation exp(v/2), so log s = v/2 and 1/s^2 = exp(-v)
         log_px = -0.5 * tf.reduce_sum(tf.square(rest), axis=-1) * tf.exp(-v) - (
             self.event_dim - 1
-        ) * (0.5 * v + 0.5 * _LOG_2PI)
+        ) * (0.5 * v + 0.5 * LOG_2PI)
         return log_pv + log_px
 
     def _sample(self, n, rng):
@@ -364,7 +362,7 @@ class Banana(Target):
             -0.5 * tf.square(x1 / self.s1)
             - 0.5 * tf.square(u2 / self.s2)
             - math.log(self.s1 * self.s2)
-            - _LOG_2PI
+            - LOG_2PI
         )
 
     def _sample(self, n, rng):
@@ -489,13 +487,6 @@ def _mixture_skewed(log_z: float = 0.7):
         log_z=log_z,
         name="mixture-skewed",
     )
-
-
-def grid(target: Target, num: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(xx, yy, points [num*num, 2]) over ``target.plot_range`` (for pictures and tests)."""
-    (x0, x1), (y0, y1) = target.plot_range
-    xx, yy = np.meshgrid(np.linspace(x0, x1, num), np.linspace(y0, y1, num))
-    return xx, yy, np.stack([xx.ravel(), yy.ravel()], axis=1)
 
 
 def quadrature_log_z(target: Target, half_width: float = 6.0, num: int = 2001) -> float:

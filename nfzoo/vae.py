@@ -26,7 +26,6 @@ Posteriors (``POSTERIORS``): "none" (diagonal Gaussian), "planar", "iaf",
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +44,7 @@ from nfzoo.amortized import (
     NoFlow,
     make_posterior,
 )
+from nfzoo.constants import LOG_2PI
 from nfzoo.model_base import PretrainedModel
 from nfzoo.nets import Dense
 from nfzoo.ops import soft_clamp
@@ -64,7 +64,6 @@ __all__ = [
 
 #: soft bound on the encoder's log sigma (convention 4: no inf/NaN from finite inputs)
 LOG_SIGMA_CLAMP = 7.0
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 @keras.saving.register_keras_serializable(package="nfzoo")
@@ -182,10 +181,10 @@ class FlowVAE(PretrainedModel):
         x = tf.convert_to_tensor(x, self.compute_dtype)
         mu, log_sigma, params = self.encode(x)
         z0 = mu + tf.exp(log_sigma) * eps
-        log_q0 = tf.reduce_sum(-0.5 * eps**2 - log_sigma - 0.5 * _LOG_2PI, axis=-1)
+        log_q0 = tf.reduce_sum(-0.5 * eps**2 - log_sigma - 0.5 * LOG_2PI, axis=-1)
         z, log_det = self.flow.forward_and_log_det(z0, params)
         log_q = log_q0 - log_det
-        log_prior = tf.reduce_sum(-0.5 * z**2 - 0.5 * _LOG_2PI, axis=-1)
+        log_prior = tf.reduce_sum(-0.5 * z**2 - 0.5 * LOG_2PI, axis=-1)
         logits = self.decode(z)
         labels = tf.broadcast_to(x, tf.shape(logits))
         log_lik = -tf.reduce_sum(

@@ -32,6 +32,7 @@ heavy tails (q misses mass of p) both it and log Z_hat are too small, and a smal
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,7 +195,8 @@ class ReverseKL(TrainableModel):
     ):
         super().__init__(name=name, **kwargs)
         self.flow = _check_flow(flow)
-        self.log_target = targets_lib.as_target(target, event_dim=flow.data_event_shape[0])
+        #: the unnormalized target p~, as an nfzoo.targets.Target
+        self.target = targets_lib.as_target(target, event_dim=flow.data_event_shape[0])
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
             raise ValueError(f"num_samples must be an integer >= 2; received {num_samples!r}.")
         self.num_samples = num_samples
@@ -216,12 +218,19 @@ class ReverseKL(TrainableModel):
             seed=self.seed_generator,
         )
         x, log_q = self.flow.generate_and_log_prob(z)
-        return x, log_q, self.log_target.log_prob(x)
+        return x, log_q, self.target.log_prob(x)
 
-    def call(self, z):
-        """Log importance weights log p~(g(z)) - log q(g(z)) for given noise z."""
-        x, log_q = self.flow.generate_and_log_prob(z)
-        return self.log_target.log_prob(x) - log_q
+    @property
+    def log_target(self) -> targets_lib.Target:
+        """Former name of ``target`` (it holds a Target, not a log-density), kept for one
+        release."""
+        warnings.warn(
+            "ReverseKL.log_target is now ReverseKL.target; log_target will be removed in the "
+            "next release.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.target
 
     def beta(self):
         """The annealing factor of log p~ at the current optimizer step."""

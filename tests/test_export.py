@@ -462,7 +462,10 @@ def test_shipped_artifacts_fit_the_budget():
 
 
 def test_cli_exports_a_saved_flow(tmp_path, capsys):
-    from nfzoo.exporting.cli import main
+    from nfzoo.cli import main as nfzoo_main
+
+    def main(argv):
+        return nfzoo_main(["export", *argv])
 
     flow = small_flow("sylvester-householder")
     flow.save(tmp_path / "flow.keras")

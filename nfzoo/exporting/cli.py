@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 from pathlib import Path
 
 from nfzoo.cli import EXPORT_RUNTIMES, CLIError, add_export_arguments
 
-__all__ = ["build_parser", "check_runtimes", "load_flow", "main", "parity_table", "run"]
+__all__ = ["build_parser", "check_runtimes", "load_flow", "parity_table", "run"]
 
 
 def check_runtimes(formats) -> None:
@@ -114,14 +113,3 @@ def run(args: argparse.Namespace) -> None:
         )
     print(parity_table({manifest["name"]: manifest}))
     print(f"wrote {args.out}")
-
-
-def main(argv=None) -> int:
-    """Standalone entry point: ``nfzoo export`` with the same error handling."""
-    from nfzoo.cli import main as nfzoo_main
-
-    return nfzoo_main(["export", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

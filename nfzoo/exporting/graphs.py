@@ -40,6 +40,7 @@ from tensorflow.python.framework.convert_to_constants import (
 )
 
 from nfzoo.bijector_layer import BijectorLayer
+from nfzoo.constants import LOG_2PI
 from nfzoo.flow import Flow
 from nfzoo.layers import (
     FactorOut,
@@ -50,6 +51,7 @@ from nfzoo.layers import (
     SylvesterOrthogonal,
     SylvesterTriangular,
 )
+from nfzoo.registry import Registry
 
 __all__ = [
     "ENDPOINTS",
@@ -198,49 +200,48 @@ class Endpoint:
     random: bool = False
 
 
-ENDPOINTS: dict[str, Endpoint] = {
-    e.name: e
-    for e in (
-        Endpoint(
-            "log_prob",
-            "log q(x) for data x of shape [batch, *event_shape]: the inverse pass x -> z, "
-            "log p(z) + sum log|det dz/dx|. Output log_prob of shape [batch].",
-            ("x",),
-            ("log_prob",),
-            needs_inverse=True,
-        ),
-        Endpoint(
-            "encode",
-            "z = f(x), the normalizing direction, for x of shape [batch, *event_shape]. Output z.",
-            ("x",),
-            ("z",),
-            needs_inverse=True,
-        ),
-        Endpoint(
-            "generate",
-            "x = g(z), the generative direction, for base noise z ~ N(0, I) of shape "
-            "[batch, *base_shape]; deterministic. Output x.",
-            ("z",),
-            ("x",),
-        ),
-        Endpoint(
-            "generate_and_log_prob",
-            "(x, log q(x)) with x = g(z), in one forward pass: log p(z) - sum log|det dx/dz|. "
-            "Works without an inverse. Outputs x [batch, *event_shape] and log_prob [batch].",
-            ("z",),
-            ("x", "log_prob"),
-        ),
-        Endpoint(
-            "sample",
-            "n samples x = g(z), z drawn in the graph by RandomStandardNormal (unseeded: "
-            "different on every call). Input n: int32 scalar. Output x of shape "
-            "[n, *event_shape].",
-            ("n",),
-            ("x",),
-            random=True,
-        ),
-    )
-}
+ENDPOINTS: Registry[Endpoint] = Registry("export endpoint")
+for _endpoint in (
+    Endpoint(
+        "log_prob",
+        "log q(x) for data x of shape [batch, *event_shape]: the inverse pass x -> z, "
+        "log p(z) + sum log|det dz/dx|. Output log_prob of shape [batch].",
+        ("x",),
+        ("log_prob",),
+        needs_inverse=True,
+    ),
+    Endpoint(
+        "encode",
+        "z = f(x), the normalizing direction, for x of shape [batch, *event_shape]. Output z.",
+        ("x",),
+        ("z",),
+        needs_inverse=True,
+    ),
+    Endpoint(
+        "generate",
+        "x = g(z), the generative direction, for base noise z ~ N(0, I) of shape "
+        "[batch, *base_shape]; deterministic. Output x.",
+        ("z",),
+        ("x",),
+    ),
+    Endpoint(
+        "generate_and_log_prob",
+        "(x, log q(x)) with x = g(z), in one forward pass: log p(z) - sum log|det dx/dz|. "
+        "Works without an inverse. Outputs x [batch, *event_shape] and log_prob [batch].",
+        ("z",),
+        ("x", "log_prob"),
+    ),
+    Endpoint(
+        "sample",
+        "n samples x = g(z), z drawn in the graph by RandomStandardNormal (unseeded: "
+        "different on every call). Input n: int32 scalar. Output x of shape "
+        "[n, *event_shape].",
+        ("n",),
+        ("x",),
+        random=True,
+    ),
+):
+    ENDPOINTS.add(_endpoint.name, _endpoint)
 
 
 def flow_endpoints(flow: Flow) -> dict[str, Endpoint]:
@@ -298,10 +299,9 @@ def endpoint_functions(flow: Flow) -> dict[str, tuple[Callable, list[tf.TensorSp
     context_dim = flow.context_dim
     base_axes = list(range(-len(base_shape), 0))
     base_size = int(np.prod(base_shape))
-    log_2pi = float(np.log(2.0 * np.pi))
 
     def base_log_prob(z):  # standard normal, written out: no TFP op left in the graph
-        return -0.5 * tf.reduce_sum(z**2, axis=base_axes) - 0.5 * base_size * log_2pi
+        return -0.5 * tf.reduce_sum(z**2, axis=base_axes) - 0.5 * base_size * LOG_2PI
 
     def checked(u, shape, context):
         u = rows(u, shape)

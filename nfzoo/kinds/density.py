@@ -35,11 +35,6 @@ def _is_images(preset: Preset) -> bool:
     return preset.dataset["name"] == "digits-images"
 
 
-def _mean_nll(flow: Flow, x: np.ndarray) -> float:
-    chunks = [flow.log_prob(c).numpy() for c in np.array_split(x, 10)]
-    return float(-np.mean(np.concatenate(chunks)))
-
-
 def _image_bits_per_dim(flow: Flow, counts: np.ndarray, preset: Preset, offset: int = 0):
     ev = preset.evaluation
     return nfzoo_data.bits_per_dim(
@@ -92,7 +87,7 @@ class Density(Kind):
         if _is_images(preset):
             bpd = _image_bits_per_dim(flow, test, preset)
             return {"test_nll_nats": bpd * size * np.log(2.0), "test_bits_per_dim": bpd}
-        nll = _mean_nll(flow, test)
+        nll = nfzoo_data.mean_nll(flow, test)
         metrics = {"test_nll_nats": nll}
         if preset.dataset["name"] == "digits":  # 17-level pixels, uniform dequantization
             levels = nfzoo_data.DIGITS_LEVELS
@@ -133,7 +128,7 @@ class Density(Kind):
             metrics["gaussian_test_nll_nats"] = nfzoo_data.gaussian_baseline_nll(*flat)
             metrics["uniform_bits_per_dim"] = float(np.log2(nfzoo_data.DIGITS_LEVELS))
         else:
-            metrics["val_nll_nats"] = _mean_nll(flow, val)
+            metrics["val_nll_nats"] = nfzoo_data.mean_nll(flow, val)
             metrics["gaussian_test_nll_nats"] = nfzoo_data.gaussian_baseline_nll(train, test)
         run = {
             "steps": result.steps,

@@ -41,11 +41,6 @@ def _random_rotation(dim: int, seed: int | None) -> np.ndarray:
     return q * np.sign(np.diag(r))[None, :]
 
 
-def _matvec(matrix: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
-    """matrix @ u for every vector u in the batch (u has shape [..., D])."""
-    return tf.linalg.matvec(matrix, u)
-
-
 def _solve_triangular(matrix: tf.Tensor, u: tf.Tensor, lower: bool) -> tf.Tensor:
     """matrix^-1 u for a batch of vectors u of shape [..., D]."""
     flat = tf.reshape(u, [-1, tf.shape(u)[-1]])
@@ -169,11 +164,11 @@ class InvertibleLinear(_Linear):
         return tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(r))))
 
     def _forward_and_log_det(self, z):
-        return _matvec(self.weight_matrix(), z) + self.bias, self._log_det(z)
+        return tf.linalg.matvec(self.weight_matrix(), z) + self.bias, self._log_det(z)
 
     def _inverse_and_log_det(self, x):
         w_inv = tf.linalg.inv(self.weight_matrix())
-        return _matvec(w_inv, x - self.bias), -self._log_det(x)
+        return tf.linalg.matvec(w_inv, x - self.bias), -self._log_det(x)
 
 
 class _TriangularLinear(_Linear):
@@ -226,7 +221,7 @@ class LULinear(_TriangularLinear):
         return tf.gather(lu, self.permutation, axis=0)
 
     def _forward_and_log_det(self, z):
-        return _matvec(self.weight_matrix(), z) + self.bias, self._log_det(z)
+        return tf.linalg.matvec(self.weight_matrix(), z) + self.bias, self._log_det(z)
 
     def _inverse_and_log_det(self, x):
         inverse_perm = tf.math.invert_permutation(self.permutation)
@@ -273,7 +268,7 @@ class QRLinear(_TriangularLinear):
         return tf.matmul(self.orthogonal_matrix(), self._upper())
 
     def _forward_and_log_det(self, z):
-        return _matvec(self.weight_matrix(), z) + self.bias, self._log_det(z)
+        return tf.linalg.matvec(self.weight_matrix(), z) + self.bias, self._log_det(z)
 
     def _inverse_and_log_det(self, x):
         v = tf.linalg.matvec(self.orthogonal_matrix(), x - self.bias, transpose_a=True)

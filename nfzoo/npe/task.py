@@ -20,7 +20,6 @@ __all__ = ["OBSERVATION_SEED", "TASKS", "Reference", "Task", "get_task", "list_t
 
 #: observation i is drawn with ``np.random.default_rng(OBSERVATION_SEED + i)``
 OBSERVATION_SEED = 1_000_000
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclass

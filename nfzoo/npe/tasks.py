@@ -28,8 +28,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from nfzoo.constants import LOG_2PI
 from nfzoo.npe.task import (
-    LOG_2PI,
     OBSERVATION_SEED,
     TASKS,
     Reference,
