@@ -43,8 +43,8 @@ __all__ = [
 
 #: ``compile``'s default for flows, ReverseKL and FlowVAE: training steps run per call of
 #: the compiled function. Keras runs one by default, and for models this small the Python
-#: and executor work around each call is a large share of a step (MAF D=8, 5 x [256, 256],
-#: batch 512, one thread: 54.8 -> 63.9 steps/s going from 1 to 10 in one interleaved run).
+#: and executor work around each call is a large share of a step (measure it with
+#: ``tools/bench.py train-throughput``, which runs ``fit`` with these defaults).
 #: As in Keras, batch-level callbacks then run once per 10 steps; pass 1 to have every step.
 DEFAULT_STEPS_PER_EXECUTION = 10
 
@@ -94,9 +94,8 @@ def build_optimizer_variables(model) -> None:
     """Creates ``model.optimizer``'s slot variables now, eagerly, under the model's
     distribution strategy. Without a strategy, Keras's TensorFlow trainer defers this to the
     first trace of the training step; creating variables there makes ``tf.function`` trace
-    the whole step a second time, which costs as much again as the first trace (measured:
-    2 traces of MAF D=64's step in the first ``fit``; ``tools/bench.py train-throughput``
-    reports the compile time). A no-op once built or before the model has weights."""
+    the whole step a second time, which costs as much again as the first trace
+    (``tools/bench.py train-throughput`` reports the compile time). A no-op once built or before the model has weights."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None or optimizer.built or not model.trainable_variables:
         return
