@@ -199,7 +199,10 @@ def _open_csv(path: Path, columns: int | None) -> Table:
 
 def _check_finite(table: Table) -> None:
     """Refuses rows with NaN or inf, or with values beyond float32's range, naming them."""
-    bad = {"NaN or inf values": [], "values beyond float32's range, |x| > 3.4e38": []}
+    bad: dict[str, list[int]] = {
+        "NaN or inf values": [],
+        "values beyond float32's range, |x| > 3.4e38": [],
+    }
     start = 0
     for block in table._blocks():
         values = np.asarray(block, dtype=np.float64).reshape(len(block), table.columns)

@@ -10,7 +10,8 @@ their metric ``bits_per_dim``. Scores of many rows: ``log_prob_in_batches``, ``m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -263,7 +264,7 @@ def bits_per_dim(
     return float(np.mean(nll) / (dims * np.log(2.0)) - np.log2(scale))
 
 
-def load_dataset(spec: dict):
+def load_dataset(spec: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, validation, test) from a dataset spec as stored in pretrained configs:
     ``{"name": "moons", "n_train": ..., "n_val": ..., "n_test": ..., "seed": ...}`` for toy
     densities, ``{"name": "digits", "seed": ...}`` for digits as dequantized vectors and
@@ -276,7 +277,7 @@ def load_dataset(spec: dict):
         return digits_images(seed=spec.get("seed", 0))
     if name == "binarized-digits":
         return binarized_digits(seed=spec.get("seed", 0))
-    if name in TOY_DATASETS:
+    if isinstance(name, str) and name in TOY_DATASETS:
         return toy_split(name, spec["n_train"], spec["n_val"], spec["n_test"], spec.get("seed", 0))
     raise ValueError(
         f"Unknown dataset {name!r}; known: digits, digits-images, binarized-digits, "

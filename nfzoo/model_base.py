@@ -95,7 +95,8 @@ def build_optimizer_variables(model) -> None:
     distribution strategy. Without a strategy, Keras's TensorFlow trainer defers this to the
     first trace of the training step; creating variables there makes ``tf.function`` trace
     the whole step a second time, which costs as much again as the first trace
-    (``tools/bench.py train-throughput`` reports the compile time). A no-op once built or before the model has weights."""
+    (``tools/bench.py train-throughput`` reports the compile time). A no-op once built or
+    before the model has weights."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None or optimizer.built or not model.trainable_variables:
         return

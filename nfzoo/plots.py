@@ -191,7 +191,8 @@ def sample_grid(
     if isinstance(model, FlowVAE):
         if temperature != 1.0:
             raise ValueError(f"a FlowVAE samples at temperature 1; received {temperature}.")
-        shape, size = (model.input_dim,), model.input_dim
+        shape: tuple[int, ...] = (model.input_dim,)
+        size = model.input_dim
         what = "draws through the decoder"
     else:
         shape, size = model.data_event_shape, model.event_size
@@ -265,13 +266,13 @@ def corner_plot(
     sets = {name: np.asarray(s, dtype=np.float64) for name, s in samples.items()}
     if not sets:
         raise ValueError("corner_plot needs at least one set of samples.")
-    dims = {s.shape[1] if s.ndim == 2 else None for s in sets.values()}
-    if len(dims) != 1 or None in dims:
+    dims = {s.shape[1] if s.ndim == 2 else -1 for s in sets.values()}
+    if len(dims) != 1 or -1 in dims:
         raise ValueError(
             "corner_plot takes sets of samples [n, D] of one D; received shapes "
             f"{[list(s.shape) for s in sets.values()]}."
         )
-    (dim,) = dims
+    dim = int(next(iter(dims)))
     labels = list(labels) if labels is not None else [f"theta_{i + 1}" for i in range(dim)]
     if len(labels) != dim or (truth is not None and len(truth) != dim):
         raise ValueError(f"corner_plot: labels and truth need {dim} entries, one per coordinate.")
@@ -323,6 +324,6 @@ def _mass_levels(counts: np.ndarray, masses: Sequence[float]) -> list[float]:
         return []
     cumulative = np.cumsum(flat) / total
     levels = sorted(
-        {float(flat[min(np.searchsorted(cumulative, m), len(flat) - 1)]) for m in masses}
+        {float(flat[min(int(np.searchsorted(cumulative, m)), len(flat) - 1)]) for m in masses}
     )
     return [v for v in levels if v > 0]

@@ -355,7 +355,7 @@ def _check_digest(path: Path, expected: str) -> None:
         )
 
 
-def _model_class(key: str) -> type:
+def _model_class(key: str) -> Any:
     """The class stored under ``key``; importing it registers every nfzoo class with Keras."""
     import nfzoo.layers  # noqa: F401  (registers the layers a config names)
     from nfzoo.flow import Flow

@@ -26,7 +26,7 @@ Posteriors (``POSTERIORS``): "none" (diagonal Gaussian), "planar", "iaf",
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -140,7 +140,7 @@ class FlowVAE(PretrainedModel):
             **self.posterior_kwargs,
         )
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self._log_weights_fn = None
+        self._log_weights_fn: Callable | None = None
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self._build_all()
 

@@ -39,6 +39,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -151,7 +152,7 @@ def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict, progre
     progress(f"freezing the endpoints of {name}")
     frozen = freeze_endpoints(flow)
     endpoints = list(frozen)
-    runners = {}
+    runners: dict[str, Any] = {}
     if "tflite" in formats:
         progress(
             "converting to tflite"
@@ -184,7 +185,7 @@ def _export_into(flow: Flow, tmp: Path, formats, name: str, source: dict, progre
             spreads[ep] = _rounding_spread(keras_fns[ep], inputs, frozen[ep].endpoint, expected)
         return spreads[ep]
 
-    parity = {}
+    parity: dict[str, dict] = {}
     failures = []
     for fmt in formats:
         progress(f"checking {fmt} in {_RUNTIME_OF[fmt]} at batch sizes {PARITY_BATCHES}")
@@ -222,7 +223,7 @@ def _parity_inputs(flow: Flow, frozen):
     n = max(PARITY_BATCHES)
     z = rng.standard_normal((n, *flow.base_event_shape)).astype(np.float32)
     inputs = {"z": z}
-    kw = {}
+    kw: dict[str, Any] = {}
     if flow.context_dim is not None:
         u = rng.standard_normal((n, flow.context_dim))
         c = flow.context_shift.numpy() + flow.context_scale.numpy() * u
@@ -393,7 +394,7 @@ def _manifest(flow, name, formats, frozen, parity, inputs, expected, tmp: Path) 
         for ep, e in ENDPOINTS.items()
         if ep not in frozen and e.needs_inverse
     }
-    fmt_info = {}
+    fmt_info: dict[str, dict[str, Any]] = {}
     if "saved_model" in formats:
         fmt_info["saved_model"] = {
             "path": SAVED_MODEL_DIR,

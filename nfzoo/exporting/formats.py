@@ -17,6 +17,7 @@ The runners execute an artifact in its own runtime and return ``{output name: ar
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -139,7 +140,7 @@ class SavedModelRunner:
 class OnnxRunner:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
-        self.sessions = {}
+        self.sessions: dict[str, Any] = {}
 
     def __call__(self, endpoint: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import onnxruntime as ort

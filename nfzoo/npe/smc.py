@@ -128,7 +128,8 @@ def _move(theta, lp, ll, beta, scale, log_prior, log_likelihood, rng, moves, max
     n, d = theta.shape
     cov = np.cov(theta, rowvar=False).reshape(d, d)
     chol = np.linalg.cholesky(cov + 1e-12 * np.eye(d) * max(np.trace(cov) / d, 1e-300))
-    accepted_total, rates = 0.0, []
+    accepted_total = 0.0
+    rates: list[float] = []
     while len(rates) < max_sweeps:
         proposal = theta + scale * rng.standard_normal((n, d)) @ chol.T
         lp_new = log_prior(proposal)

@@ -120,6 +120,23 @@ class Task:
             raise ValueError(f"{self.name}: the observation must be finite; received {x}.")
         return x
 
+    # ---- what a task implements (on checked float64 arrays) ---------------------------
+
+    def _sample_prior(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _sample_prior")
+
+    def _log_prior(self, theta: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _log_prior")
+
+    def _simulate(self, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _simulate")
+
+    def _log_likelihood(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _log_likelihood")
+
+    def _reference_posterior(self, x: np.ndarray, n: int, rng: np.random.Generator) -> Reference:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _reference_posterior")
+
 
 def check_count(value, what: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
@@ -143,7 +160,8 @@ def box_log_prior(theta: np.ndarray, low: float, high: float) -> np.ndarray:
 def reject_to_prior(task: Task, draw, n: int, rng) -> tuple[np.ndarray, dict]:
     """Draws ``draw(m, rng) -> [m, D]`` in batches and keeps those inside the prior's support
     until n are kept: exact for a density known up to the support's indicator."""
-    kept, proposed = [], 0
+    kept: list[np.ndarray] = []
+    proposed = 0
     while sum(len(k) for k in kept) < n:
         m = max(1024, 2 * (n - sum(len(k) for k in kept)))
         theta = draw(m, rng)

@@ -136,19 +136,17 @@ def train_npe(
     )
     # a plain object, not a dict: Keras would track a dict attribute of the model
     flow.npe_training = TrainingRecord(
-        **{
-            "task": task.name,
-            "arch": arch,
-            "num_simulations": int(num_simulations),
-            "seed": seed,
-            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "epochs": len(flow.history.epoch),
-            "steps": len(flow.history.epoch) * -(-(num_simulations - n_val) // batch_size),
-            "best_val_loss": float(min(flow.history.history["val_loss"])),
-            "seconds": time.perf_counter() - start,
-        }
+        task=task.name,
+        arch=arch,
+        num_simulations=int(num_simulations),
+        seed=seed,
+        options={k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        epochs=len(flow.history.epoch),
+        steps=len(flow.history.epoch) * -(-(num_simulations - n_val) // batch_size),
+        best_val_loss=float(min(flow.history.history["val_loss"])),
+        seconds=time.perf_counter() - start,
     )
     return flow
 
@@ -187,7 +185,8 @@ def sample_in_support(draw, task: str | Task, n: int, max_draws: int = 100):
     """n draws of ``draw(m, round) -> [m, D]`` (any posterior estimate) inside the prior's
     support, and the acceptance rate; ``round`` counts the calls, for seeding."""
     task = get_task(task)
-    kept, drawn, round_ = [], 0, 0
+    kept: list[np.ndarray] = []
+    drawn, round_ = 0, 0
     while sum(len(k) for k in kept) < n:
         m = max(n, 1000)
         theta = np.asarray(draw(m, round_), dtype=np.float64)
