@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: main test lint format slow clean
+.PHONY: main test lint format slow docs clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: $(STAMP)  ## the default test suite (lint and format checks included), one
 
 slow: $(STAMP)  ## long training runs
 	$(BIN)/python -m pytest -q -n auto -m slow
+
+docs: $(STAMP)  ## API documentation from the docstrings, math rendered: out/docs/index.html
+	$(BIN)/python -m sphinx -W --keep-going -q -b html tools/docs out/docs
 
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
