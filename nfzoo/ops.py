@@ -86,6 +86,8 @@ def fixed_seed(seed: int | None) -> int:
 #: Measured under XLA on CPU (``tools/bench.py dot-orientation``, ratio of X^T dY's time to
 #: (dY^T X)^T's, one thread / two): [256, 16] 2.9-3.3x / 2.0x; [256, 64] 1.4-1.6x / 1.0x;
 #: [256, 128] 1.1-1.2x / 0.85-0.89x, so kernels only twice as tall keep X^T dY.
+#: ``math.inf`` switches the other orientation off: the gradient is then the one XLA computes
+#: for ``tf.matmul`` (the same products), for a benchmark comparing the two.
 SWAP_RATIO = 4
 
 
