@@ -31,10 +31,11 @@ TFP's ``_forward``, ``_inverse``, ``_forward_log_det_jacobian`` and
 ``_inverse_log_det_jacobian`` are derived from those two methods here, once. A subclass may
 still override them where one half is cheaper on its own.
 
-The clashes between the two parents are settled in this class and nowhere else:
+The clashes between the two parents are settled in this class and nowhere else (the private
+TensorFlow, Keras and TFP hooks this takes are named in ``nfzoo._compat``):
 
 * ``name``: tf.Module and Bijector expose a read-only ``name``; Keras assigns it. One
-  read-write property stores it where both parents look (``_name``).
+  read-write property stores it where both parents look (``_compat.set_module_name``).
 * ``dtype``: Keras means the variable dtype (a string), TFP the dtype of the bijector's inputs
   (a ``tf.DType``). Both are the same thing for a flow layer, so ``dtype`` returns the Keras
   variable dtype as a ``tf.DType``.
@@ -45,12 +46,12 @@ The clashes between the two parents are settled in this class and nowhere else:
   cache). Layers compare by identity, as Keras expects.
 * variable tracking: Keras owns the weights; ``trainable_variables`` is Keras's list. For TFP
   code that walks tf.Module attributes (``TransformedDistribution.trainable_variables``,
-  ``tfp.vi``), the underlying ``tf.Variable`` objects are also exposed through the attribute
-  ``_tf_module_variables``.
+  ``tfp.vi``), the underlying ``tf.Variable`` objects are also exposed to that walk
+  (``_compat.expose_module_variables``).
 * the bijector cache: TFP remembers results per input tensor, so after a weight update it
   would return a stale result for a tensor it has seen, and the cached result carries no
-  gradient to the new weights. Layers have trainable weights, so the cache is off: every call
-  computes.
+  gradient to the new weights. Layers have trainable weights, so the cache is off
+  (``_compat.without_bijector_cache``): every call computes.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from nfzoo import _compat
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -85,28 +88,6 @@ def registered_layers() -> dict[str, type[BijectorLayer]]:
     return dict(_LAYER_REGISTRY)
 
 
-class _NoCache:
-    """Stands in for TFP's BijectorCache and remembers nothing (see the module docstring)."""
-
-    def __init__(self, bijector=None):
-        self._bijector = bijector
-
-    def __get__(self, bijector, bijector_class=None):
-        return _NoCache(bijector)
-
-    def forward(self, x, **kwargs):
-        return self._bijector._forward(x, **kwargs)
-
-    def inverse(self, y, **kwargs):
-        return self._bijector._inverse(y, **kwargs)
-
-    def forward_attributes(self, x, **kwargs):
-        return {}
-
-    def inverse_attributes(self, y, **kwargs):
-        return {}
-
-
 class _Bijector(tfb.Bijector):
     """TFP's Bijector with ``__call__`` routed to Keras's Operation.
 
@@ -115,9 +96,10 @@ class _Bijector(tfb.Bijector):
     classes would be TFP's. This shim sends it where Keras meant it to go."""
 
     def __call__(self, *args, **kwargs):
-        return keras.Operation.__call__(self, *args, **kwargs)
+        return _compat.keras_operation_call(self, *args, **kwargs)
 
 
+@_compat.without_bijector_cache
 class BijectorLayer(keras.layers.Layer, _Bijector):
     """Base class of every nfzoo flow layer: a Keras 3 layer and a TFP bijector at once.
 
@@ -142,8 +124,6 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
     #: the constructors of conditional layers
     context_dim: int | None = None
 
-    _cache = _NoCache()
-
     def __init__(
         self,
         *,
@@ -156,29 +136,24 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
         if event_ndims is not None:  # layers that take any event rank (ActNorm)
             self.event_ndims = int(event_ndims)
         check_float_policy(self.dtype_policy, type(self).__name__)
-        keras_name = self.name
-        tfb.Bijector.__init__(
+        # the second parent, TFP's Bijector, keeping Keras's name
+        _compat.init_bijector(
             self,
             forward_min_event_ndims=self.event_ndims,
             is_constant_jacobian=self.constant_jacobian,
-            validate_args=False,
-            dtype=None,
-            parameters={},
-            name=keras_name,
+            name=self.name,
         )
-        # Bijector rewrites the name from the enclosing name scope; Keras's name is kept.
-        self._name = keras_name
         self._event_shape_in: tuple[int, ...] | None = None
 
     # ---- settling the two parents ------------------------------------------------------
 
     @property
     def name(self) -> str:
-        return self._name
+        return _compat.module_name(self)
 
     @name.setter
     def name(self, value: str) -> None:
-        self._name = value
+        _compat.set_module_name(self, value)
 
     @property
     def dtype(self) -> tf.DType:
@@ -219,7 +194,7 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
         self._event_shape_in = tuple(int(d) for d in event_shape)
         self._build_event(self._event_shape_in)
         # Plain tf.Variables for TFP code that walks tf.Module attributes (see module doc).
-        self._tf_module_variables = [v.value for v in self.weights]
+        _compat.expose_module_variables(self, self.weights)
 
     def _build_event(self, event_shape: tuple[int, ...]) -> None:
         """Creates the layer's weights for events of ``event_shape``. Default: none."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from nfzoo.bijector_layer import _NoCache
+from nfzoo import _compat
 
 __all__ = [
     "ContextChain",
@@ -77,6 +77,7 @@ def initialize_chain(layers, x, context=None) -> None:
         x = layer.folded_pass(x, context, inverse=True)[0]
 
 
+@_compat.without_bijector_cache
 class ContextChain(tfp.bijectors.Chain):
     """``tfb.Chain`` whose keyword argument ``context`` reaches every conditional layer.
 
@@ -87,8 +88,6 @@ class ContextChain(tfp.bijectors.Chain):
     routed by name, as in TFP. Like the layers, it keeps no cache (their weights change
     during training). ``context_transform`` (the flow's check and standardisation of the
     context) is applied to the context first."""
-
-    _cache = _NoCache()
 
     def __init__(self, bijectors, context_transform=None, **kwargs):
         super().__init__(bijectors, **kwargs)

@@ -670,7 +670,7 @@ def _shape_logs_for_multi_worker(logs):
     strategy = tf.distribute.get_strategy()
     if not (
         isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        and strategy.extended._in_multi_worker_mode()
+        and _compat.in_multi_worker_mode(strategy)
     ):
         return logs
     return {k: tf.reshape(v, [1]) for k, v in logs.items()}

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nfzoo import _compat
 from nfzoo.ops import fixed_seed, matmul
 
 __all__ = ["MADE", "MLP", "ConvNet", "Dense", "hidden_units_list", "made_degrees", "made_masks"]
@@ -48,7 +49,7 @@ class Dense(keras.layers.Dense):
     XLA's CPU dot runs fastest. Quantised or LoRA layers use Keras's own ``call``."""
 
     def call(self, inputs, training=None):
-        if self.quantization_mode is not None or self.lora_enabled:
+        if not _compat.dense_is_plain(self):
             return super().call(inputs, training=training)
         x = matmul(inputs, self.kernel)
         if self.bias is not None:

@@ -5,11 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-try:  # XLA's own ops and the test TensorFlow uses to tell that a graph is compiled by XLA
-    from tensorflow.compiler.tf2xla.ops.gen_xla_ops import xla_optimization_barrier
-    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
-except ImportError:  # pragma: no cover - a TensorFlow without them: plain products everywhere
-    GraphOrParentsInXlaContext = xla_optimization_barrier = None
+from nfzoo import _compat
 
 
 def soft_clamp(x: tf.Tensor, bound: float | None) -> tf.Tensor:
@@ -90,15 +86,15 @@ def fixed_seed(seed: int | None) -> int:
 #: Measured under XLA on CPU (``tools/bench.py dot-orientation``, ratio of X^T dY's time to
 #: (dY^T X)^T's, one thread / two): [256, 16] 2.9-3.3x / 2.0x; [256, 64] 1.4-1.6x / 1.0x;
 #: [256, 128] 1.1-1.2x / 0.85-0.89x, so kernels only twice as tall keep X^T dY.
+#: ``math.inf`` switches the other orientation off: the gradient is then the one XLA computes
+#: for ``tf.matmul`` (the same products), for a benchmark comparing the two.
 SWAP_RATIO = 4
 
 
 def in_xla_context() -> bool:
     """Whether the graph being traced is compiled by XLA (``tf.function(jit_compile=True)``,
     Keras's ``jit_compile=True``, or a function called from one). False when eager."""
-    if GraphOrParentsInXlaContext is None or tf.executing_eagerly():
-        return False
-    return bool(GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+    return _compat.in_xla_context()
 
 
 def matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
@@ -128,7 +124,7 @@ def _xla_dense_matmul(x, kernel):
         n_in, n_out = kernel.shape
         if n_in is not None and n_out is not None and n_in >= SWAP_RATIO * n_out:
             # the barrier keeps XLA from folding the transpose into the dot's layout
-            (dk_t,) = xla_optimization_barrier([tf.matmul(dy, x, transpose_a=True)])
+            (dk_t,) = _compat.optimization_barrier([tf.matmul(dy, x, transpose_a=True)])
             dk = tf.transpose(dk_t)
         else:
             dk = tf.matmul(x, dy, transpose_a=True)

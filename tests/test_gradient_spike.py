@@ -44,9 +44,14 @@ def _flow_and_batches():
 
 
 def _adam_moments(flow):
-    opt = flow.optimizer
-    m = [opt._momentums[opt._get_variable_index(v)].numpy() for v in flow.trainable_variables]
-    v = [opt._velocities[opt._get_variable_index(w)].numpy() for w in flow.trainable_variables]
+    """Adam's first and second moments of every trainable weight, read from the public
+    ``optimizer.variables``: Keras names the slots of the weight at ``path`` after it,
+    ``<path with / as _>_momentum`` and ``..._velocity``."""
+    slots = {v.name: v for v in flow.optimizer.variables}
+    keys = [w.path.replace("/", "_") for w in flow.trainable_variables]
+    assert len(set(keys)) == len(keys), "two weights would share Adam's slots"
+    m = [slots[f"{k}_momentum"].numpy() for k in keys]
+    v = [slots[f"{k}_velocity"].numpy() for k in keys]
     return m, v
 
 

@@ -2,6 +2,8 @@
 computed in another orientation; these tests hold it to ``tf.matmul``'s gradient and check
 that the other orientation is really used where it should be."""
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -54,6 +56,19 @@ def test_the_transposed_kernel_gradient_is_used_only_where_it_is_faster():
     assert "XlaOptimizationBarrier" not in _xla_ops(256, 128)  # X^T dY
     assert "XlaOptimizationBarrier" not in _xla_ops(16, 256)
     assert "XlaOptimizationBarrier" not in _xla_ops(256, 16, (4, 64))  # rank 3: tf.matmul
+
+
+@pytest.mark.parametrize("shape", [(256, 16), (32, 32)])
+def test_an_infinite_swap_ratio_gives_tf_matmuls_gradient(shape, monkeypatch):
+    """``SWAP_RATIO = math.inf`` (for benchmarks): the same gradient as XLA's for tf.matmul,
+    to the bit, and no barrier."""
+    monkeypatch.setattr(ops, "SWAP_RATIO", math.inf)
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.randn(64, shape[0]).astype(np.float32))
+    w = tf.constant((rng.randn(*shape) / np.sqrt(shape[0])).astype(np.float32))
+    for g, r in zip(_grads(ops.matmul, x, w, jit=True), _grads(tf.matmul, x, w, jit=True)):
+        np.testing.assert_array_equal(g, r)
+    assert "XlaOptimizationBarrier" not in _xla_ops(*shape)
 
 
 def test_in_xla_context_tells_compiled_from_plain_graphs():

@@ -1,7 +1,7 @@
 """Frozen endpoint graphs of a Flow: the one graph every export format is converted from.
 
 Each endpoint is traced once as a TensorFlow function on a dynamic batch, then frozen
-(variables become constants, ``convert_variables_to_constants_v2``) into a GraphDef that holds
+(variables become constants, ``_compat.freeze_variables``) into a GraphDef that holds
 no variable and no captured eager tensor. SavedModel, ONNX and TFLite are all converted from
 that GraphDef, so the three artifacts compute the same graph.
 
@@ -35,10 +35,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import (
-    convert_variables_to_constants_v2,
-)
 
+from nfzoo import _compat
 from nfzoo.bijector_layer import BijectorLayer
 from nfzoo.constants import LOG_2PI
 from nfzoo.flow import Flow
@@ -408,7 +406,7 @@ def freeze_endpoints(flow: Flow, endpoints=None) -> dict[str, FrozenEndpoint]:
             continue
         concrete = tf.function(fn).get_concrete_function(*specs)
         # Functional While stays functional (TFLite lowers it to WHILE, tf2onnx to Loop).
-        const_fn = convert_variables_to_constants_v2(concrete, lower_control_flow=False)
+        const_fn = _compat.freeze_variables(concrete, lower_control_flow=False)
         graph_def = const_fn.graph.as_graph_def()
         _check_frozen(name, graph_def)
         keys = sorted(concrete.structured_outputs)  # outputs of a dict come in sorted key order
