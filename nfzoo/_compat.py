@@ -16,6 +16,7 @@ here: overriding them is TFP's documented way to write a bijector."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -196,7 +197,7 @@ class NoBijectorCache:
         return {}
 
 
-def without_bijector_cache(cls: type) -> type:
+def without_bijector_cache(cls: Any) -> Any:
     """Class decorator: the bijector class ``cls`` (and its subclasses) keeps no cache, its
     TFP ``_cache`` being a ``NoBijectorCache``."""
     cls._cache = NoBijectorCache()

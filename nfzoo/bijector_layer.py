@@ -56,7 +56,8 @@ TensorFlow, Keras and TFP hooks this takes are named in ``nfzoo._compat``):
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
@@ -64,31 +65,35 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from nfzoo import _compat
+from nfzoo.registry import Registry
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["BijectorLayer", "context_size", "register_layer", "registered_layers"]
+__all__ = ["LAYERS", "BijectorLayer", "context_size", "register_layer", "registered_layers"]
 
-_LAYER_REGISTRY: dict[str, type[BijectorLayer]] = {}
+#: every registered BijectorLayer class, by class name (the name Keras serialises it under)
+LAYERS: Registry[type[BijectorLayer]] = Registry("flow layer")
 
 
 def register_layer(cls: type[BijectorLayer]) -> type[BijectorLayer]:
     """Registers a BijectorLayer subclass: Keras-serialisable in package "nfzoo", and listed
     in ``registered_layers()`` (which drives the layer contract test suite)."""
-    if cls.__name__ in _LAYER_REGISTRY and _LAYER_REGISTRY[cls.__name__] is not cls:
-        raise ValueError(f"A layer named {cls.__name__!r} is already registered.")
+    if cls.__name__ in LAYERS:
+        if LAYERS.get(cls.__name__) is not cls:
+            raise ValueError(f"A layer named {cls.__name__!r} is already registered.")
+        return cls
     cls = keras.saving.register_keras_serializable(package="nfzoo")(cls)
-    _LAYER_REGISTRY[cls.__name__] = cls
+    LAYERS.add(cls.__name__, cls)
     return cls
 
 
 def registered_layers() -> dict[str, type[BijectorLayer]]:
     """All registered BijectorLayer classes, by class name."""
-    return dict(_LAYER_REGISTRY)
+    return dict(LAYERS.items())
 
 
-class _Bijector(tfb.Bijector):
+class _Bijector(tfp.bijectors.Bijector):
     """TFP's Bijector with ``__call__`` routed to Keras's Operation.
 
     ``keras.layers.Layer.__call__`` ends with ``super().__call__(...)``, meant for
@@ -119,7 +124,7 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
     #: why ``inverse`` is unavailable, for layers without an inverse (None: it exists)
     inverse_unavailable: str | None = None
     #: whether the layer initialises itself from the first batch of data (ActNorm)
-    needs_data_init: bool = False
+    initializes_from_data: ClassVar[bool] = False
     #: size C of the context vector the layer reads (None: an unconditional layer); set by
     #: the constructors of conditional layers
     context_dim: int | None = None
@@ -216,6 +221,17 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
         return self._event_shape_in
 
     @property
+    def event_dim(self) -> int:
+        """The size of the last event axis on the forward-input side (D of a vector layer);
+        a ValueError before the layer is built."""
+        if self._event_shape_in is None:
+            raise ValueError(
+                f"{type(self).__name__} ({self.name}) is not built: its event shape is known "
+                "once it is built or called."
+            )
+        return self._event_shape_in[-1]
+
+    @property
     def output_event_shape(self) -> tuple[int, ...] | None:
         """Event shape on the forward-output (data) side, known once the layer is built."""
         if self._event_shape_in is None:
@@ -294,7 +310,10 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
         """One pass on folded inputs ([N, *event], context [N, C] or None): the internal
         entry point of chains (``nfzoo.chain``), which fold the batch once for all layers.
         An unconditional layer ignores ``context``."""
-        fn = self._inverse_and_log_det if inverse else self._forward_and_log_det
+        # a conditional layer's passes take the context: their signature is the subclass's
+        fn: Callable[..., tuple[tf.Tensor, tf.Tensor]] = (
+            self._inverse_and_log_det if inverse else self._forward_and_log_det
+        )
         if self.is_conditional:
             return fn(u, context=context)
         return fn(u)
@@ -302,6 +321,11 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
     @property
     def has_inverse(self) -> bool:
         return self.inverse_unavailable is None
+
+    @property
+    def needs_data_init(self) -> bool:
+        """Whether the layer, or a layer inside it, initialises from the first batch."""
+        return self.initializes_from_data
 
     # ---- what subclasses implement ----------------------------------------------------
 
@@ -420,6 +444,7 @@ def fold_batch(u: tf.Tensor, event_ndims: int, context: tf.Tensor | None = None)
     """
     event = u.shape[u.shape.rank - event_ndims :]
     batch = u.shape[: u.shape.rank - event_ndims]
+    shape: Any  # a tuple of ints where known statically, else a 1-D tensor
     if context is not None:
         c_batch = context.shape[:-1]
         if batch.is_fully_defined() and c_batch.is_fully_defined():

@@ -164,7 +164,7 @@ class Flow(PretrainedModel):
         return int(np.prod(self.data_event_shape))
 
     @property
-    def base_distribution(self) -> tfd.Distribution:
+    def base_distribution(self) -> tfp.distributions.Distribution:
         """The base distribution p(z). Built on each access, so that no eager constant is
         captured by compiled or exported graphs."""
         dtype = self.compute_dtype
@@ -175,7 +175,7 @@ class Flow(PretrainedModel):
         )
 
     @property
-    def bijector(self) -> tfb.Bijector:
+    def bijector(self) -> tfp.bijectors.Bijector:
         """The flow as one TFP bijector: ``tfb.Chain(layers[::-1])`` (forward: z -> x). A
         conditional flow's chain takes the context once, ``forward(z, context=c)``, and
         hands it to every conditional layer (``nfzoo.chain.ContextChain``)."""
@@ -186,7 +186,7 @@ class Flow(PretrainedModel):
         )
 
     @property
-    def distribution(self) -> tfd.Distribution:
+    def distribution(self) -> tfp.distributions.Distribution:
         """The flow as a ``tfd.TransformedDistribution`` of the base through ``bijector``.
         Conditional flows: ``dist.log_prob(x, bijector_kwargs={"context": c})``; for
         ``dist.sample(shape, bijector_kwargs=...)`` the sample shape must broadcast with the
@@ -236,12 +236,12 @@ class Flow(PretrainedModel):
         ):
             raise ValueError(f"sample expects a temperature > 0; received {temperature!r}.")
         context = self._checked_context(context)  # standardised in _folded
-        shape = [int(n)]
+        shape: list[int] = [int(n)]
         if context is not None:
             shape += context.shape[:-1].as_list()
-        if seed is not None:
-            seed = (check_seed(seed, "sample"), 0)  # stateless: the same samples every call
-        z = self.base_distribution.sample(shape, seed=seed)
+        # stateless: an integer seed gives the same samples on every call
+        stateless_seed = None if seed is None else (check_seed(seed, "sample"), 0)
+        z = self.base_distribution.sample(shape, seed=stateless_seed)
         if temperature != 1.0:
             z = z * tf.cast(temperature, z.dtype)
         return self._folded(self._forward_pass, z, context, True)[0]
@@ -332,6 +332,7 @@ class Flow(PretrainedModel):
         self,
         optimizer: Any = "adam",
         learning_rate: float | None = None,
+        *,
         bits_per_dim: bool = False,
         global_clipnorm: float | None = DEFAULT_GLOBAL_CLIPNORM,
         **kwargs,

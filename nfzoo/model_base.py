@@ -115,6 +115,7 @@ class TrainableModel(keras.Model):
         self,
         optimizer: Any = "adam",
         learning_rate: float | None = None,
+        *,
         jit_compile: bool | str = True,
         loss: Any = None,
         global_clipnorm: float | None = None,

@@ -294,7 +294,7 @@ def endpoint_functions(flow: Flow) -> dict[str, tuple[Callable, list[tf.TensorSp
     endpoints = flow_endpoints(flow)
     dtype = tf.as_dtype(flow.compute_dtype)
     data_shape, base_shape = list(flow.data_event_shape), list(flow.base_event_shape)
-    context_dim = flow.context_dim
+    context_dim = flow.context_dim or 0  # 0: unconditional, whose endpoints take no context
     base_axes = list(range(-len(base_shape), 0))
     base_size = int(np.prod(base_shape))
 

@@ -97,7 +97,7 @@ class _Autoregressive(BijectorLayer):
     def _sequential(self, target, context, inverse: bool):
         """Solves u = law(target; MADE(u)) for u by D fixed-point sweeps from u = 0; returns
         (u, log-det)."""
-        D = self.event_shape[-1]
+        D = self.event_dim
         u0 = tf.zeros_like(target)
         ldj0 = tf.zeros(tf.shape(target)[:-1], target.dtype)
 

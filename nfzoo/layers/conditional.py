@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import tensorflow as tf
+
 from nfzoo.bijector_layer import BijectorLayer, context_size, register_layer
 from nfzoo.layers.coupling import coupling_law
 from nfzoo.nets import MLP, hidden_units_list
@@ -61,9 +63,9 @@ class ConditionalAffine(BijectorLayer):
         )
         self.net.build((None, self.context_dim))
 
-    def _shift_and_log_scale(self, context):
+    def _shift_and_log_scale(self, context: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         h = self.net(context)
-        dim = self.event_shape[-1]
+        dim = self.event_dim
         return h[..., :dim], soft_clamp(h[..., dim:], self.log_scale_clamp)
 
     def _forward_and_log_det(self, z, context=None):

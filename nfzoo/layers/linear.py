@@ -211,7 +211,7 @@ class LULinear(_TriangularLinear):
         )
 
     def _unit_lower(self):
-        dim = self.event_shape[-1]
+        dim = self.event_dim
         strict = tf.linalg.band_part(self.lower, -1, 0) - tf.linalg.band_part(self.lower, 0, 0)
         return strict + tf.eye(dim, dtype=self.lower.dtype)
 

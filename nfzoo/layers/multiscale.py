@@ -95,7 +95,7 @@ class FactorOut(BijectorLayer):
         )
         self.prior.build((None, *self._kept_shape))
 
-    def _prior_params(self, x1):
+    def _prior_params(self, x1: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """(mu, s) of the factored-out half from the kept half x_1 (data side)."""
         h = per_image(self.prior, x1)
         return h[..., : self._factored], soft_clamp(h[..., self._factored :], self.log_scale_clamp)

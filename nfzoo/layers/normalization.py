@@ -31,7 +31,7 @@ class ActNorm(BijectorLayer):
     """
 
     constant_jacobian = True
-    needs_data_init = True
+    initializes_from_data = True
 
     def __init__(self, event_ndims: int = 1, data_init: bool = True, eps: float = 1e-6, **kw):
         super().__init__(event_ndims=event_ndims, **kw)

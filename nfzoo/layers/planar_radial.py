@@ -161,7 +161,7 @@ class Radial(BijectorLayer):
         return tf.sqrt(tf.maximum(sq, tf.constant(1e-30, d.dtype)))
 
     def _log_det(self, r, alpha, beta):
-        dim = self.event_shape[-1]
+        dim = self.event_dim
         return (dim - 1) * tf.math.log1p(beta / (alpha + r)) + tf.math.log1p(
             alpha * beta / (alpha + r) ** 2
         )
