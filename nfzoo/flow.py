@@ -201,7 +201,7 @@ class Flow(PretrainedModel):
     # ---- public API ------------------------------------------------------------------
 
     def log_prob(self, x, context=None) -> tf.Tensor:
-        """log q(x) (or log q(x | c)) for data ``x`` of shape [batch..., *event_shape]; the
+        """log q(x) (or log q(x | c)) for data ``x`` of shape ``[batch..., *event_shape]``; the
         result has the batch shape (broadcast with the context's)."""
         return self._folded(self._log_prob, self._data(x), context, False)[0]
 
@@ -228,7 +228,7 @@ class Flow(PretrainedModel):
         multi-scale flow every scale's noise is scaled alike.
 
         A conditional flow draws ``n`` samples for each context: c [B..., C] gives
-        [n, B..., *event_shape], one context [C] gives [n, *event_shape]."""
+        ``[n, B..., *event_shape]``, one context [C] gives ``[n, *event_shape]``."""
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"sample expects a non-negative integer n; received {n!r}.")
         if isinstance(temperature, bool) or not (

@@ -77,7 +77,7 @@ class FlowVAE(PretrainedModel):
 
     Args:
       input_dim: data dimension (64 for 8x8 digits).
-      latent_dim: D.
+      latent_dim: D, the size of the latent z.
       hidden_units: encoder hidden sizes (the decoder mirrors them).
       posterior: a name in ``POSTERIORS``.
       num_flows: K, flow steps of the posterior.

@@ -157,18 +157,19 @@ def importance_stats(log_w) -> dict[str, float]:
 class ReverseKL(TrainableModel):
     """Trains ``flow`` by reverse KL to ``target`` with Keras ``fit``.
 
-    Each step draws z ~ N(0, I) of shape [num_samples, *flow.base_event_shape] (fresh noise
+    Each step draws z ~ N(0, I) of shape ``[num_samples, *flow.base_event_shape]`` (fresh noise
     every step, from a Keras SeedGenerator: reproducible with ``seed``, compiled under XLA),
     runs x, log q(x) = flow.generate_and_log_prob(z) and minimises
     mean(log q(x) - beta * log p~(x)). ``fit`` and ``evaluate`` need no data: they run on an
     endless dummy dataset and count ``steps_per_epoch`` / ``steps``.
 
     Reported metrics (each epoch, or over all ``evaluate`` steps), all with beta = 1:
-      loss: -ELBO, the mean of log q - log p~ (nats; equals KL(q||p) - log Z);
-      elbo: ELBO;
-      log_z, log_z_se: the importance-sampled log Z over every sample of the epoch (each
-        weight p~/q_t is unbiased for Z even as q_t changes) and its delta-method error;
-      ess: the ESS fraction of those weights.
+
+    * loss: -ELBO, the mean of log q - log p~ (nats; equals KL(q||p) - log Z);
+    * elbo: ELBO;
+    * log_z, log_z_se: the importance-sampled log Z over every sample of the epoch (each
+      weight p~/q_t is unbiased for Z even as q_t changes) and its delta-method error;
+    * ess: the ESS fraction of those weights.
 
     Args:
       flow: the nfzoo.Flow to train (trained in place; save it as any flow).
@@ -337,10 +338,12 @@ class Diagnostics:
     """Monte-Carlo diagnostics of a flow q against a target p~ = Z p.
 
     Attributes:
-      elbo, elbo_se: mean of log p~(x) - log q(x) over the samples, and its standard error.
-      log_z, log_z_se: importance-sampled log Z and its delta-method standard error.
+      elbo: mean of log p~(x) - log q(x) over the samples.
+      elbo_se: its standard error.
+      log_z: importance-sampled log Z.
+      log_z_se: its delta-method standard error.
       ess: ESS fraction of the importance weights, in (0, 1].
-      num_samples: n.
+      num_samples: n, the number of samples.
       log_z_true: the target's exact log Z, or None.
     """
 

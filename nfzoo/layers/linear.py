@@ -155,7 +155,7 @@ class InvertibleLinear(_Linear):
         self.bias = self.add_weight_from_array("bias", np.zeros(dim))
 
     def weight_matrix(self) -> tf.Tensor:
-        """W."""
+        """The matrix W."""
         return tf.convert_to_tensor(self.kernel)
 
     def log_det_per_position(self):
@@ -232,9 +232,10 @@ class LULinear(_TriangularLinear):
 
 @register_layer
 class QRLinear(_TriangularLinear):
-    """x = Q R z + b with Q = H_1 ... H_K (Householder reflections H_k = I - 2 v_k v_k^T /
-    |v_k|^2) and R upper-triangular with diagonal exp(d); log|det dx/dz| = sum d.
-    Initialised with random reflections and R = I (a random rotation or reflection).
+    """x = Q R z + b with Q = H_1 ... H_K (Householder reflections
+    ``H_k = I - 2 v_k v_k^T / |v_k|^2``) and R upper-triangular with diagonal exp(d);
+    log|det dx/dz| = sum d. Initialised with random reflections and R = I (a random rotation
+    or reflection).
 
     Cost: forward O(D^2) per vector; inverse one matmul by Q^T and one triangular solve;
     assembling Q costs O(K D^2) per call. Hoogeboom et al. 2019, arXiv:1901.11137.

@@ -27,15 +27,15 @@ import tensorflow as tf
 from nfzoo.bijector_layer import BijectorLayer, register_layer
 from nfzoo.ops import fixed_seed
 
-#: bisection steps of the planar inverse: enough to shrink [y - |c|, y + |c|] below float64
-#: resolution for |c| up to ~1e6 |y|
+#: bisection steps of the planar inverse: enough to shrink ``[y - |c|, y + |c|]`` below
+#: float64 resolution for ``|c|`` up to ``~1e6 |y|``
 PLANAR_BISECTION_STEPS = 100
 #: w^T u' >= -1 + margin
 PLANAR_CONSTRAINT_MARGIN = 1e-3
 
 
 def planar_constrained_u(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
-    """u' = u + (m(w^T u) - w^T u) w / |w|^2, so that w^T u' = m(w^T u) > -1.
+    """``u' = u + (m(w^T u) - w^T u) w / |w|^2``, so that w^T u' = m(w^T u) > -1.
 
     ``u`` and ``w`` are [..., D]: one flow's weights, or per-example parameters with leading
     batch axes (the amortised posteriors of ``nfzoo.vae``)."""
@@ -85,7 +85,7 @@ class Planar(BijectorLayer):
         self.b = self.add_weight(shape=(), initializer="zeros", name="b")
 
     def constrained_u(self) -> tf.Tensor:
-        """u' = u + (m(w^T u) - w^T u) w / |w|^2, so that w^T u' = m(w^T u) > -1."""
+        """``u' = u + (m(w^T u) - w^T u) w / |w|^2``, so that w^T u' = m(w^T u) > -1."""
         return planar_constrained_u(self.u, self.w)
 
     def _forward_and_log_det(self, z):
@@ -128,7 +128,7 @@ class Planar(BijectorLayer):
 
 @register_layer
 class Radial(BijectorLayer):
-    """Radial flow x = z + beta (z - z0) / (alpha + |z - z0|), alpha > 0, beta >= -alpha.
+    """Radial flow ``x = z + beta (z - z0) / (alpha + |z - z0|)``, alpha > 0, beta >= -alpha.
 
     Starts at the identity (beta = 0) around a random centre z0.
 

@@ -29,7 +29,7 @@ import tensorflow as tf
 from nfzoo.bijector_layer import BijectorLayer, register_layer
 from nfzoo.ops import fixed_seed, householder_product
 
-#: cap on the orthogonalisation sweeps (convergence is quadratic once |Q^T Q - I| < 1)
+#: cap on the orthogonalisation sweeps (convergence is quadratic once ``|Q^T Q - I| < 1``)
 MAX_ORTHOGONALISATION_STEPS = 100
 
 
@@ -63,7 +63,7 @@ def orthogonalize(q_raw: tf.Tensor) -> tf.Tensor:
 
 def triangular_with_bounded_diagonal(raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """(R, diag R) from a free [..., M, M] matrix: its strict upper triangle, and tanh of its
-    diagonal on the diagonal (|R_ii| < 1, so R_ii R~_ii > -1)."""
+    diagonal on the diagonal (``|R_ii| < 1``, so R_ii R~_ii > -1)."""
     strict = tf.linalg.band_part(raw, 0, -1) - tf.linalg.band_part(raw, 0, 0)
     diag = tf.tanh(tf.linalg.diag_part(raw))
     return strict + tf.linalg.diag(diag), diag
@@ -162,7 +162,7 @@ class SylvesterOrthogonal(_Sylvester):
 
 @register_layer
 class SylvesterHouseholder(_Sylvester):
-    """Householder Sylvester flow: Q = H_1 ... H_K, H_k = I - 2 v_k v_k^T / |v_k|^2 (M = D).
+    """Householder Sylvester flow: Q = H_1 ... H_K, ``H_k = I - 2 v_k v_k^T / |v_k|^2`` (M = D).
 
     Args:
       num_reflections: K (default D).
