@@ -1,4 +1,4 @@
-"""Variational inference with flows: reverse-KL fitting through Keras ``fit``, and diagnostics.
+r"""Variational inference with flows: reverse-KL fitting through Keras ``fit``, and diagnostics.
 
 Given an unnormalised target p~(x) = Z p(x) (``nfzoo.targets``, or any callable log_p(x)) and
 a flow q with x = g(z), z ~ p(z) (the flow's base), reverse KL is (lecture notes, "Reverse KL
@@ -6,6 +6,14 @@ for flow model"; Rezende & Mohamed 2015, arXiv:1505.05770, eq. 15)
 
     KL(q || p) = E_{z ~ p(z)}[ log p(z) - log|det dg/dz| - log p~(g(z)) ] + log Z
                = log Z - ELBO,        ELBO = E_q[ log p~(x) - log q(x) ] <= log Z
+
+.. math::
+
+    \mathrm{KL}(q \,\|\, p) &= \mathbb{E}_{z \sim p(z)}\left[\log p(z)
+        - \log\left|\det\frac{\partial g(z)}{\partial z}\right| - \log \tilde p(g(z))\right]
+        + \log Z \\
+    &= \log Z - \mathrm{ELBO}, \qquad
+    \mathrm{ELBO} = \mathbb{E}_{q}\left[\log \tilde p(x) - \log q(x)\right] \le \log Z
 
 so minimising -ELBO needs only samples x = g(z) and log q(x) from the same forward pass
 (``Flow.generate_and_log_prob``): no inverse, which is why planar, radial and Sylvester flows

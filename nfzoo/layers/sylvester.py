@@ -1,4 +1,4 @@
-"""Sylvester flows (van den Berg et al. 2018, arXiv:1803.05649).
+r"""Sylvester flows (van den Berg et al. 2018, arXiv:1803.05649).
 
     x = z + Q R h(R~ Q^T z + b),   h = tanh
 
@@ -7,11 +7,19 @@ By Sylvester's determinant identity det(I_D + A B) = det(I_M + B A) and Q^T Q = 
 
     log|det dx/dz| = sum_i log(1 + h'(a_i) R~_ii R_ii),   a = R~ Q^T z + b
 
+.. math::
+
+    x = z + Q R\, h(\tilde R Q^\top z + b), \qquad
+    \det\frac{\partial x}{\partial z}
+        = \det\left(I_M + \operatorname{diag}(h'(a))\, \tilde R R\right)
+        = \prod_{i=1}^{M} \left(1 + h'(a_i)\, \tilde R_{ii} R_{ii}\right),
+    \qquad a = \tilde R Q^\top z + b
+
 The diagonals are tanh of free parameters, so R~_ii R_ii > -1 and each factor is positive
 (0 < h' <= 1): the map is invertible. Three ways to get Q:
 
 * SylvesterOrthogonal: Q from a free D x M matrix by the iterative orthogonalisation
-  Q <- Q (I + (I - Q^T Q) / 2) (Kovarik / Bjorck), run until max|Q^T Q - I| is at rounding
+  Q <- Q (I + (I - Q^T Q) / 2) (Kovarik / Bjorck), run until ``max|Q^T Q - I|`` is at rounding
   level, so the log-det formula holds to the last digits.
 * SylvesterHouseholder: Q = H_1 ... H_K, K Householder reflections (M = D).
 * SylvesterTriangular: Q a fixed permutation, identity or reversal (M = D); alternating it
