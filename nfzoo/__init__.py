@@ -1,10 +1,10 @@
 """nfzoo: normalizing flows for TensorFlow / Keras 3, every layer also a TFP bijector.
 
-import nfzoo
-flow = nfzoo.build("maf", 2)          # or nfzoo.build("glow", (8, 8, 1))
-flow.fit(x, epochs=10)
-flow.log_prob(x), flow.sample(100)
-flow = nfzoo.load("maf-moons")         # a pretrained entry (nfzoo.list_pretrained())
+    import nfzoo
+    flow = nfzoo.build("maf", 2)          # or nfzoo.build("glow", (8, 8, 1))
+    flow.fit(x, epochs=10)
+    flow.log_prob(x), flow.sample(100)
+    flow = nfzoo.load("maf-moons")         # a pretrained entry (nfzoo.list_pretrained())
 
 ``import nfzoo`` itself is light: TensorFlow is imported, with every nfzoo layer registered
 with Keras, the first time a name that needs it is used (``nfzoo.build``, ``nfzoo.Flow``,

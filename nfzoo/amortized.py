@@ -68,8 +68,8 @@ class AmortizedFlow(keras.layers.Layer):
     the log-det of shape [..., B]. Subclasses implement ``_build_heads`` and ``_step``.
 
     Args:
-      latent_dim: D.
-      num_flows: K.
+      latent_dim: D, the size of z.
+      num_flows: K, the number of flow steps.
       init_scale: scale of the initial parameters (small: the flow starts near the identity).
       seed: seed of the heads' initialisers.
     """

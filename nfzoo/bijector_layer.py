@@ -16,7 +16,7 @@ A subclass implements
   NotImplementedError that names the layer and the reason given in ``inverse_unavailable``;
 * ``get_config``.
 
-Both passes receive inputs with exactly one batch axis, [N, *event]: the public methods fold
+Both passes receive inputs with exactly one batch axis, ``[N, *event]``: the public methods fold
 every batch shape (none, for a single event, as TFP allows; or several) into one axis and
 unfold the results, so conditioner networks always see matrices.
 
@@ -307,7 +307,7 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
         return self.context_dim is not None
 
     def folded_pass(self, u, context=None, inverse: bool = False):
-        """One pass on folded inputs ([N, *event], context [N, C] or None): the internal
+        """One pass on folded inputs (``[N, *event]``, context [N, C] or None): the internal
         entry point of chains (``nfzoo.chain``), which fold the batch once for all layers.
         An unconditional layer ignores ``context``."""
         # a conditional layer's passes take the context: their signature is the subclass's

@@ -1,12 +1,24 @@
-"""Flow: a base distribution plus an ordered list of BijectorLayers, as a Keras 3 model.
+r"""Flow: a base distribution plus an ordered list of BijectorLayers, as a Keras 3 model.
 
 Layer order is generative: base noise z passes through ``layers[0]`` first and
 ``layers[-1]`` produces the data x, as in a Keras Sequential model whose layers run
-``forward``. With g_k the forward map of ``layers[k]``:
+``forward``. With g_k the forward map of ``layers[k]``, its input h_k (h_0 = z) and its
+output h_{k+1} = g_k(h_k) (h_K = x), the change of variables through the normalizing map
+f = g^{-1}, z = f(x), gives the density:
 
-    x = g_{K-1}(... g_0(z)),   z ~ p(z) = N(0, I)
-    log q(x) = log p(z) + sum_k log|det d g_k^{-1} / d h_{k+1}|    (inverse pass, x -> z)
-    log q(x) = log p(z) - sum_k log|det d g_k / d h_k|            (forward pass, z -> x)
+    x = g(z) = g_{K-1}(... g_0(z)),   z ~ p(z) = N(0, I)
+    log q(x) = log p(f(x)) + log|det df/dx|
+             = log p(z) + sum_k log|det d g_k^{-1} / d h_{k+1}|    (inverse pass, x -> z)
+             = log p(z) - sum_k log|det d g_k / d h_k|            (forward pass, z -> x)
+
+.. math::
+
+    x &= g(z) = g_{K-1} \circ \cdots \circ g_0(z), \qquad z \sim p(z) = \mathcal{N}(0, I) \\
+    \log q(x) &= \log p(f(x)) + \log\left|\det\frac{\partial f(x)}{\partial x}\right| \\
+        &= \log p(z) + \sum_k \log\left|\det\frac{\partial g_k^{-1}}{\partial h_{k+1}}\right|
+        \qquad \text{(inverse pass, } x \to z \text{)} \\
+        &= \log p(z) - \sum_k \log\left|\det\frac{\partial g_k}{\partial h_k}\right|
+        \qquad \text{(forward pass, } z \to x \text{)}
 
 ``flow.bijector`` is the equivalent ``tfb.Chain(layers[::-1])`` and ``flow.distribution`` the
 ``tfd.TransformedDistribution`` of the base through it.
@@ -201,7 +213,7 @@ class Flow(PretrainedModel):
     # ---- public API ------------------------------------------------------------------
 
     def log_prob(self, x, context=None) -> tf.Tensor:
-        """log q(x) (or log q(x | c)) for data ``x`` of shape [batch..., *event_shape]; the
+        """log q(x) (or log q(x | c)) for data ``x`` of shape ``[batch..., *event_shape]``; the
         result has the batch shape (broadcast with the context's)."""
         return self._folded(self._log_prob, self._data(x), context, False)[0]
 
@@ -228,7 +240,7 @@ class Flow(PretrainedModel):
         multi-scale flow every scale's noise is scaled alike.
 
         A conditional flow draws ``n`` samples for each context: c [B..., C] gives
-        [n, B..., *event_shape], one context [C] gives [n, *event_shape]."""
+        ``[n, B..., *event_shape]``, one context [C] gives ``[n, *event_shape]``."""
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"sample expects a non-negative integer n; received {n!r}.")
         if isinstance(temperature, bool) or not (

@@ -5,7 +5,7 @@ unnormalised density with normalising constant Z. Everything is written in Tenso
 works for float32 and float64 (the result has x's dtype) and traces under
 ``tf.function(jit_compile=True)``.
 
-    targets.get("u1")               a registered target, by name (``targets.names()``)
+    targets.get("u1")               a registered target, by name (targets.names())
     targets.get("mixture-ring", num_components=6)   options go to the target's constructor
     targets.as_target(fn, event_dim=2)              any callable log_p(x) -> [n]
 
@@ -25,11 +25,11 @@ arXiv:1505.05770, Table 1, with p~(z) = exp(-U(z)) and z = (z1, z2):
     w1(z) = sin(2 pi z1 / 4),  w2(z) = 3 exp(-1/2 ((z1 - 1) / 0.6)^2),
     w3(z) = 3 sigmoid((z1 - 1) / 0.3)
 
-U2-U4 do not confine z1 (exp(-U) does not decay as |z1| grows), so as written they are not
+U2-U4 do not confine z1 (exp(-U) does not decay as ``|z1|`` grows), so as written they are not
 normalisable and reverse KL has no minimiser: the flow would spread along z1 forever. The
 paper shows them on [-4, 4]^2; here U2-U4 add a soft wall outside that box by default,
 
-    wall(z1) = 1/2 (max(|z1| - 4, 0) / 0.2)^2          (``wall=None`` removes it)
+    wall(z1) = 1/2 (max(|z1| - 4, 0) / 0.2)^2          (wall=None removes it)
 
 which is zero on the plotted region, so the pictures are the paper's. U1 is normalisable as is.
 """
@@ -72,7 +72,7 @@ class Target:
     ``log_prob`` (and calling the target) checks shapes and dtypes first.
 
     Attributes:
-      event_dim: D.
+      event_dim: D, the size of x.
       log_z: the exact log normalising constant log Z, or None where it is unknown.
       plot_range: ((xmin, xmax), (ymin, ymax)) for 2-D pictures.
       name: a short name.
@@ -212,7 +212,7 @@ class U1(_Energy):
 
 
 class U2(_Energy):
-    """U2 of arXiv:1505.05770 (a sine wave), with the soft wall at |z1| = 4."""
+    """U2 of arXiv:1505.05770 (a sine wave), with the soft wall at ``|z1| = 4``."""
 
     def _energy(self, z1, z2):
         return 0.5 * tf.square((z2 - _w1(z1)) / 0.4)
@@ -343,7 +343,7 @@ class Banana(Target):
         log p(x) = log N(x1; 0, s1) + log N(x2 - b (x1^2 - s1^2); 0, s2)
 
     Args:
-      curvature: b.
+      curvature: b, the bend of the banana.
       scale1, scale2: s1 and s2.
     """
 

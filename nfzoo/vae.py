@@ -1,10 +1,19 @@
-"""Flow-VAE: a VAE whose approximate posterior is a flow with parameters output by the encoder
+r"""Flow-VAE: a VAE whose approximate posterior is a flow with parameters output by the encoder
 (amortised flows; van den Berg et al. 2018, arXiv:1803.05649; Kingma et al. 2016,
 arXiv:1606.04934; Rezende & Mohamed 2015, arXiv:1505.05770).
 
     z_0 ~ N(mu(x), diag sigma(x)^2),   z_K = f_K(... f_1(z_0)),   f_k = f(.; lambda_k(x))
     log q(z_K | x) = log N(z_0; mu, sigma^2) - sum_k log|det df_k / dz_{k-1}|
     ELBO(x) = E_q[ log p(x | z_K) + log p(z_K) - log q(z_K | x) ] <= log p(x)
+
+.. math::
+
+    z_0 &\sim \mathcal{N}\left(\mu(x), \operatorname{diag} \sigma(x)^2\right), \qquad
+    z_K = f_K \circ \cdots \circ f_1(z_0), \qquad f_k = f(\,\cdot\,; \lambda_k(x)) \\
+    \log q(z_K \mid x) &= \log \mathcal{N}(z_0; \mu, \sigma^2)
+        - \sum_{k=1}^{K} \log\left|\det\frac{\partial f_k}{\partial z_{k-1}}\right| \\
+    \mathrm{ELBO}(x) &= \mathbb{E}_q\left[\log p(x \mid z_K) + \log p(z_K)
+        - \log q(z_K \mid x)\right] \le \log p(x)
 
 p(z) = N(0, I); p(x | z) is Bernoulli with logits from the decoder. The importance-weighted
 estimate (Burda et al. 2015, arXiv:1509.00519) with z_i ~ q(. | x), i = 1..k,
@@ -77,7 +86,7 @@ class FlowVAE(PretrainedModel):
 
     Args:
       input_dim: data dimension (64 for 8x8 digits).
-      latent_dim: D.
+      latent_dim: D, the size of the latent z.
       hidden_units: encoder hidden sizes (the decoder mirrors them).
       posterior: a name in ``POSTERIORS``.
       num_flows: K, flow steps of the posterior.

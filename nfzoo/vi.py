@@ -1,4 +1,4 @@
-"""Variational inference with flows: reverse-KL fitting through Keras ``fit``, and diagnostics.
+r"""Variational inference with flows: reverse-KL fitting through Keras ``fit``, and diagnostics.
 
 Given an unnormalised target p~(x) = Z p(x) (``nfzoo.targets``, or any callable log_p(x)) and
 a flow q with x = g(z), z ~ p(z) (the flow's base), reverse KL is (lecture notes, "Reverse KL
@@ -6,6 +6,14 @@ for flow model"; Rezende & Mohamed 2015, arXiv:1505.05770, eq. 15)
 
     KL(q || p) = E_{z ~ p(z)}[ log p(z) - log|det dg/dz| - log p~(g(z)) ] + log Z
                = log Z - ELBO,        ELBO = E_q[ log p~(x) - log q(x) ] <= log Z
+
+.. math::
+
+    \mathrm{KL}(q \,\|\, p) &= \mathbb{E}_{z \sim p(z)}\left[\log p(z)
+        - \log\left|\det\frac{\partial g(z)}{\partial z}\right| - \log \tilde p(g(z))\right]
+        + \log Z \\
+    &= \log Z - \mathrm{ELBO}, \qquad
+    \mathrm{ELBO} = \mathbb{E}_{q}\left[\log \tilde p(x) - \log q(x)\right] \le \log Z
 
 so minimising -ELBO needs only samples x = g(z) and log q(x) from the same forward pass
 (``Flow.generate_and_log_prob``): no inverse, which is why planar, radial and Sylvester flows
@@ -157,18 +165,19 @@ def importance_stats(log_w) -> dict[str, float]:
 class ReverseKL(TrainableModel):
     """Trains ``flow`` by reverse KL to ``target`` with Keras ``fit``.
 
-    Each step draws z ~ N(0, I) of shape [num_samples, *flow.base_event_shape] (fresh noise
+    Each step draws z ~ N(0, I) of shape ``[num_samples, *flow.base_event_shape]`` (fresh noise
     every step, from a Keras SeedGenerator: reproducible with ``seed``, compiled under XLA),
     runs x, log q(x) = flow.generate_and_log_prob(z) and minimises
     mean(log q(x) - beta * log p~(x)). ``fit`` and ``evaluate`` need no data: they run on an
     endless dummy dataset and count ``steps_per_epoch`` / ``steps``.
 
     Reported metrics (each epoch, or over all ``evaluate`` steps), all with beta = 1:
-      loss: -ELBO, the mean of log q - log p~ (nats; equals KL(q||p) - log Z);
-      elbo: ELBO;
-      log_z, log_z_se: the importance-sampled log Z over every sample of the epoch (each
-        weight p~/q_t is unbiased for Z even as q_t changes) and its delta-method error;
-      ess: the ESS fraction of those weights.
+
+    * loss: -ELBO, the mean of log q - log p~ (nats; equals KL(q||p) - log Z);
+    * elbo: ELBO;
+    * log_z, log_z_se: the importance-sampled log Z over every sample of the epoch (each
+      weight p~/q_t is unbiased for Z even as q_t changes) and its delta-method error;
+    * ess: the ESS fraction of those weights.
 
     Args:
       flow: the nfzoo.Flow to train (trained in place; save it as any flow).
@@ -337,10 +346,12 @@ class Diagnostics:
     """Monte-Carlo diagnostics of a flow q against a target p~ = Z p.
 
     Attributes:
-      elbo, elbo_se: mean of log p~(x) - log q(x) over the samples, and its standard error.
-      log_z, log_z_se: importance-sampled log Z and its delta-method standard error.
+      elbo: mean of log p~(x) - log q(x) over the samples.
+      elbo_se: its standard error.
+      log_z: importance-sampled log Z.
+      log_z_se: its delta-method standard error.
       ess: ESS fraction of the importance weights, in (0, 1].
-      num_samples: n.
+      num_samples: n, the number of samples.
       log_z_true: the target's exact log Z, or None.
     """
 

@@ -16,13 +16,13 @@ writes ``out/maf/`` with ``saved_model/``, ``model.<endpoint>.onnx``, ``model.tf
 * ``sample(n) -> x``: n samples with noise drawn in the graph (RandomStandardNormal).
 
 A conditional flow's endpoints also take ``context`` [batch, C] (``sample``: n draws for each
-context row, x [n, batch, *event_shape]).
+context row, x ``[n, batch, *event_shape]``).
 
 Before anything is published every artifact is loaded in its runtime (TensorFlow for the
 SavedModel, onnxruntime, the ``ai_edge_litert`` interpreter) and run at batch 1, 1000 and
 10,000 (data inputs: the flow's own samples) on fixed inputs against the Keras model
 (``flow.log_prob``, ``flow.encode``, ...). An output that differs by more than
-``TOLERANCE`` (absolute; relative where |value| > 100) fails the export with ``ExportError``,
+``TOLERANCE`` (absolute; relative where ``|value| > 100``) fails the export with ``ExportError``,
 unless the Keras model's own float32 answer is not determined that finely: a deep flow run op
 by op and compiled by XLA (the same weights and inputs; only summation order and fusion
 differ) can disagree by more than 1e-4 on its own samples. The artifact then passes within
@@ -64,7 +64,8 @@ from nfzoo.flow import Flow
 __all__ = ["FORMATS", "TOLERANCE", "ExportError", "export", "register_export_kernel"]
 
 FORMATS = ("saved_model", "onnx", "tflite")
-#: parity tolerance: |artifact - keras| <= TOLERANCE, divided by |keras| where |keras| > 100
+#: parity tolerance: ``|artifact - keras| <= TOLERANCE``, divided by ``|keras|`` where
+#: ``|keras| > 100``
 TOLERANCE = 1e-4
 #: batch sizes of the parity check. The data inputs are the flow's own samples (x = g(z) of
 #: fixed noise), so the largest batch checks 10,000 in-distribution points: float32 rounding

@@ -1,19 +1,32 @@
-"""Masked autoregressive flows: MAF and IAF, with an affine law and a MADE conditioner.
+r"""Masked autoregressive flows: MAF and IAF, with an affine law and a MADE conditioner.
 
 Both use the affine law x_i = z_i * exp(s_i) + m_i, with (m, s) = MADE(c) and s soft-clamped.
 They differ in what the conditioner reads:
 
-* MAF (Papamakarios et al. 2017, arXiv:1705.07057): c = x, the data side.
-    inverse x -> z: z = (x - m(x)) * exp(-s(x))          one MADE pass (parallel)
-    forward z -> x: x_i = z_i exp(s_i(x_<i)) + m_i(x_<i)   D MADE passes (sequential)
-    log|det dx/dz| = sum_i s_i(x)
-  Density evaluation is fast; sampling is sequential.
+* MAF (Papamakarios et al. 2017, arXiv:1705.07057): c = x, the data side. Density
+  evaluation is fast; sampling is sequential.
 
-* IAF (Kingma et al. 2016, arXiv:1606.04934): c = z, the noise side.
-    forward z -> x: x = z * exp(s(z)) + m(z)                one MADE pass (parallel)
-    inverse x -> z: z_i = (x_i - m_i(z_<i)) exp(-s_i(z_<i)) D MADE passes (sequential)
-    log|det dx/dz| = sum_i s_i(z)
-  Sampling (and reverse-KL training) is fast; density of external points is sequential.
+      inverse x -> z: z = (x - m(x)) * exp(-s(x))          one MADE pass (parallel)
+      forward z -> x: x_i = z_i exp(s_i(x_<i)) + m_i(x_<i)   D MADE passes (sequential)
+      log|det dx/dz| = sum_i s_i(x)
+
+* IAF (Kingma et al. 2016, arXiv:1606.04934): c = z, the noise side. Sampling (and
+  reverse-KL training) is fast; density of external points is sequential.
+
+      forward z -> x: x = z * exp(s(z)) + m(z)                one MADE pass (parallel)
+      inverse x -> z: z_i = (x_i - m_i(z_<i)) exp(-s_i(z_<i)) D MADE passes (sequential)
+      log|det dx/dz| = sum_i s_i(z)
+
+In both, (m_i, s_i) depend on c_<i only, so the Jacobian is triangular:
+
+.. math::
+
+    x_i = z_i\, e^{s_i} + m_i, \qquad
+    \log\left|\det\frac{\partial x}{\partial z}\right| = \sum_i s_i, \qquad
+    (m_i, s_i) = \begin{cases}
+        \mathrm{MADE}(x_{<i}) & \text{MAF} \\
+        \mathrm{MADE}(z_{<i}) & \text{IAF}
+    \end{cases}
 
 The sequential direction is solved by D fixed-point sweeps u <- T(u), starting from u = 0: after
 sweep k the first k coordinates in the ordering are exact, so D sweeps give the exact answer.

@@ -1,10 +1,17 @@
-"""Coupling layers: NICE (additive) and RealNVP (affine).
+r"""Coupling layers: NICE (additive) and RealNVP (affine).
 
 A binary mask splits the event into a part a that passes through and a part b that is
 transformed, conditioned on a (Dinh et al. 2014, arXiv:1410.8516; 2016, arXiv:1605.08803):
 
     additive (NICE):   x_a = z_a,  x_b = z_b + t(z_a)                log|det| = 0
     affine (RealNVP):  x_a = z_a,  x_b = z_b * exp(s(z_a)) + t(z_a)  log|det| = sum s(z_a)
+
+.. math::
+
+    \text{additive (NICE):} \quad & x_a = z_a, \quad x_b = z_b + t(z_a), \qquad
+    \log\left|\det\frac{\partial x}{\partial z}\right| = 0 \\
+    \text{affine (RealNVP):} \quad & x_a = z_a, \quad x_b = z_b \odot e^{s(z_a)} + t(z_a),
+    \qquad \log\left|\det\frac{\partial x}{\partial z}\right| = \sum_j s_j(z_a)
 
 and the inverse reads the same conditioner on x_a = z_a, so both directions cost one
 conditioner pass. s is soft-clamped. The conditioner is an MLP whose last layer starts at zero,

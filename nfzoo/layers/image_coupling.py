@@ -1,4 +1,4 @@
-"""Coupling layers on images [H, W, C] with a convolutional conditioner: NICE's additive and
+r"""Coupling layers on images [H, W, C] with a convolutional conditioner: NICE's additive and
 RealNVP's affine law, with RealNVP's two masks (Dinh et al. 2016, arXiv:1605.08803, section
 3.4) and Glow's conditioner (Kingma & Dhariwal 2018, arXiv:1807.03039):
 
@@ -12,6 +12,13 @@ With a the kept part and b the moved part:
 
     additive:  x_b = z_b + t(z_a)                 log|det dx/dz| = 0
     affine:    x_b = z_b * exp(s(z_a)) + t(z_a)   log|det dx/dz| = sum over moved entries of s
+
+.. math::
+
+    \text{additive:} \quad & x_b = z_b + t(z_a), \qquad
+    \log\left|\det\frac{\partial x}{\partial z}\right| = 0 \\
+    \text{affine:} \quad & x_b = z_b \odot e^{s(z_a)} + t(z_a), \qquad
+    \log\left|\det\frac{\partial x}{\partial z}\right| = \sum_{j \in b} s_j(z_a)
 
 and the inverse reads the same conditioner on x_a = z_a. s is soft-clamped to
 +-``log_scale_clamp`` (``c * tanh(s / c)``). The conditioner (``nets.ConvNet``: 3x3 -> 1x1 ->

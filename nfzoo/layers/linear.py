@@ -1,4 +1,4 @@
-"""Linear flows: permutations and invertible matrices, plain or parametrised by LU and QR.
+r"""Linear flows: permutations and invertible matrices, plain or parametrised by LU and QR.
 
     x = W z + b,  log|det dx/dz| = log|det W|
 
@@ -7,16 +7,37 @@ images (``event_ndims=3``, shape [H, W, C]) it is the same C x C map at every pi
 invertible 1x1 convolution (Kingma & Dhariwal 2018, Glow, arXiv:1807.03039, section 3.2), and
 the log-det is multiplied by the number of pixels: log|det| = H * W * log|det W|.
 
-* Permute: W a permutation matrix, log|det| = 0 (Glow's "reverse" and "shuffle").
-* InvertibleLinear: W a free C x C matrix; log|det W| = sum_i log|R_ii| from W = Q R (the QR
-  decomposition, which XLA compiles), O(C^3) per call, and the inverse needs W^-1 (O(C^3)).
-  Glow's plain 1x1 convolution.
+* Permute: W a permutation matrix (Glow's "reverse" and "shuffle").
+* InvertibleLinear: W a free C x C matrix, its log-det from the QR decomposition W = Q R
+  (which XLA compiles), O(C^3) per call; the inverse needs W^-1 (O(C^3)). Glow's plain 1x1
+  convolution.
 * LULinear: W = P L U, P a fixed permutation, L unit lower-triangular, U upper-triangular
-  with a positive diagonal exp(d): log|det W| = sum d, O(C). Glow's LU-decomposed 1x1 conv.
-* QRLinear: W = Q R, Q a product of Householder reflections H_k = I - 2 v v^T / |v|^2,
-  R upper-triangular with a positive diagonal exp(d): log|det W| = sum d
-  (|det Q| = 1). Hoogeboom et al. 2019, arXiv:1901.11137; Tomczak & Welling 2016,
-  arXiv:1611.09630.
+  with a positive diagonal exp(d), O(C). Glow's LU-decomposed 1x1 conv.
+* QRLinear: W = Q R, Q = H_1 ... H_K a product of Householder reflections, R upper-triangular
+  with a positive diagonal exp(d). Hoogeboom et al. 2019, arXiv:1901.11137; Tomczak &
+  Welling 2016, arXiv:1611.09630.
+
+Their log-dets, per position:
+
+    Permute:           log|det W| = 0
+    InvertibleLinear:  log|det W| = sum_i log|R_ii|   (W = Q R, |det Q| = 1)
+    LULinear:          log|det W| = sum_i d_i         (W = P L U, L_ii = 1, U_ii = exp(d_i))
+    QRLinear:          log|det W| = sum_i d_i         (W = Q R, R_ii = exp(d_i), |det Q| = 1,
+                                                       H_k = I - 2 v_k v_k^T / |v_k|^2)
+
+.. math::
+
+    \text{every layer:} \quad & x = W z + b, \qquad
+    \log\left|\det\frac{\partial x}{\partial z}\right| =
+        H W \log\lvert\det W\rvert \quad (H W = 1 \text{ on vectors}) \\
+    \text{Permute:} \quad & \log\lvert\det W\rvert = 0 \\
+    \text{InvertibleLinear:} \quad & \log\lvert\det W\rvert = \sum_i \log\lvert R_{ii}\rvert,
+    \qquad W = Q R, \ \lvert\det Q\rvert = 1 \\
+    \text{LULinear:} \quad & \log\lvert\det W\rvert = \sum_i d_i,
+    \qquad W = P L U, \ L_{ii} = 1, \ U_{ii} = e^{d_i} \\
+    \text{QRLinear:} \quad & \log\lvert\det W\rvert = \sum_i d_i,
+    \qquad W = Q R, \ R_{ii} = e^{d_i}, \ Q = H_1 \cdots H_K,
+    \ H_k = I - \frac{2 v_k v_k^\top}{\lVert v_k \rVert^2}
 
 Cost: forward one C x C matmul per position; inverse two triangular solves (LU), one solve and
 one matmul (QR) or one matmul by W^-1 (plain); weight-only work (assembling W) once per call,
@@ -155,7 +176,7 @@ class InvertibleLinear(_Linear):
         self.bias = self.add_weight_from_array("bias", np.zeros(dim))
 
     def weight_matrix(self) -> tf.Tensor:
-        """W."""
+        """The matrix W."""
         return tf.convert_to_tensor(self.kernel)
 
     def log_det_per_position(self):
@@ -232,9 +253,10 @@ class LULinear(_TriangularLinear):
 
 @register_layer
 class QRLinear(_TriangularLinear):
-    """x = Q R z + b with Q = H_1 ... H_K (Householder reflections H_k = I - 2 v_k v_k^T /
-    |v_k|^2) and R upper-triangular with diagonal exp(d); log|det dx/dz| = sum d.
-    Initialised with random reflections and R = I (a random rotation or reflection).
+    """x = Q R z + b with Q = H_1 ... H_K (Householder reflections
+    ``H_k = I - 2 v_k v_k^T / |v_k|^2``) and R upper-triangular with diagonal exp(d);
+    log|det dx/dz| = sum d. Initialised with random reflections and R = I (a random rotation
+    or reflection).
 
     Cost: forward O(D^2) per vector; inverse one matmul by Q^T and one triangular solve;
     assembling Q costs O(K D^2) per call. Hoogeboom et al. 2019, arXiv:1901.11137.

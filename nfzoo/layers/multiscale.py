@@ -1,4 +1,4 @@
-"""FactorOut: the multi-scale split of RealNVP and Glow, with Glow's learned prior.
+r"""FactorOut: the multi-scale split of RealNVP and Glow, with Glow's learned prior.
 
 In the normalizing direction an image x of shape [H, W, C] is split along channels into
 x_1 (the first C_1 = floor(C / 2) channels) and x_2 (the other C_2). Only x_1 goes on through
@@ -11,6 +11,14 @@ Dinh et al. 2016, RealNVP, arXiv:1605.08803, section 3.6):
     z_1 = f_inner(x_1)                            the deeper layers, normalizing direction
     z   = concat(reshape(z_1, [H, W, C_1]), z_2)  along channels
     log|det dz/dx| = log|det d f_inner / d x_1| - sum s(x_1)
+
+.. math::
+
+    z_2 &= (x_2 - \mu(x_1)) \odot e^{-s(x_1)}, \qquad
+    x_2 \sim \mathcal{N}\left(\mu(x_1), e^{2 s(x_1)}\right) \\
+    z_1 &= f_\mathrm{inner}(x_1), \qquad z = [z_1, z_2] \\
+    \log\left|\det\frac{\partial z}{\partial x}\right|
+        &= \log\left|\det\frac{\partial f_\mathrm{inner}}{\partial x_1}\right| - \sum_j s_j(x_1)
 
 Writing the learned prior as this affine map of x_2 onto standard normal noise makes the split
 a bijector: with z ~ N(0, I), log p(z) plus this log-det is exactly Glow's

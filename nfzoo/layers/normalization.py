@@ -1,8 +1,14 @@
-"""ActNorm: a per-channel affine map initialised from data (Kingma & Dhariwal 2018, Glow,
+r"""ActNorm: a per-channel affine map initialised from data (Kingma & Dhariwal 2018, Glow,
 arXiv:1807.03039, section 3.1).
 
     x = z * exp(s) + b    (s, b per channel, the last axis)
     log|det dx/dz| = (number of positions) * sum_c s_c
+
+.. math::
+
+    x = z \odot e^{s} + b, \qquad
+    \log\left|\det\frac{\partial x}{\partial z}\right| = P \sum_c s_c
+    \qquad (P = H W \text{ positions on images, } 1 \text{ on vectors})
 
 Data-dependent initialisation: on the first batch of data x (the forward-output side), b is
 set to the per-channel mean and s to the log of the per-channel standard deviation, so the

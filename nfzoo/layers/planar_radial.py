@@ -1,21 +1,50 @@
-"""Residual flows with a rank-one or radial update: planar and radial flows
+r"""Residual flows with a rank-one or radial update: planar and radial flows
 (Rezende & Mohamed 2015, arXiv:1505.05770).
 
-Planar: x = z + u' tanh(w^T z + b), with u' = u + (m(w^T u) - w^T u) w / |w|^2 and
-m(a) = -1 + max(softplus(a), 1e-3), which enforces w^T u' > -1 and so invertibility
-(appendix A.1; the margin keeps the log-det finite under rounding).
-    log|det dx/dz| = log(1 + tanh'(w^T z + b) w^T u')          (matrix determinant lemma)
-The inverse reduces to a 1-D monotone equation: with a = w^T z and y = w^T x,
-    a + c tanh(a + b) = y,  c = w^T u' > -1,
-whose root lies in [y - |c|, y + |c|]; it is found by bisection to machine precision, then
-z = x - u' tanh(a + b). Cost: forward O(D); inverse O(D + iterations).
+Planar: the map, its log-det (matrix determinant lemma) and the constraint that makes it
+invertible (appendix A.1), enforced by replacing the weight u with u':
 
-Radial: x = z + beta h(r) (z - z0), r = |z - z0|, h(r) = 1 / (alpha + r), alpha > 0 and
-beta >= -alpha (beta = -alpha + softplus(.)).
+    x = z + u' tanh(w^T z + b)
+    log|det dx/dz| = log(1 + tanh'(w^T z + b) w^T u')
+    w^T u' = m(w^T u) > -1:  u' = u + (m(w^T u) - w^T u) w / |w|^2,
+                             m(a) = -1 + max(softplus(a), 1e-3)
+
+.. math::
+
+    x &= z + u' \tanh(w^\top z + b), \qquad
+    \log\left|\det\frac{\partial x}{\partial z}\right| =
+        \log\left(1 + \tanh'(w^\top z + b)\, w^\top u'\right) \\
+    u' &= u + \frac{m(w^\top u) - w^\top u}{\lVert w \rVert^2}\, w, \qquad
+    m(a) = -1 + \max(\operatorname{softplus}(a), 10^{-3}), \qquad w^\top u' = m(w^\top u) > -1
+
+(the margin 1e-3 keeps the log-det finite under rounding). The inverse reduces to a 1-D
+monotone equation: with a = w^T z and y = w^T x,
+
+    a + c tanh(a + b) = y,   c = w^T u' > -1,   root in [y - |c|, y + |c|]
+
+found by bisection to machine precision, then z = x - u' tanh(a + b). Cost: forward O(D);
+inverse O(D + iterations).
+
+Radial: with ``r = |z - z0|``, h(r) = 1 / (alpha + r) and beta = -alpha + softplus(.),
+
+    x = z + beta h(r) (z - z0)
     log|det dx/dz| = (D - 1) log(1 + beta h) + log(1 + beta h + beta h'(r) r)
                    = (D - 1) log(1 + beta h) + log(1 + alpha beta / (alpha + r)^2)
-The inverse is closed-form: |x - z0| = r (1 + beta / (alpha + r)) is a quadratic in r,
-r^2 + (alpha + beta - |x - z0|) r - alpha |x - z0| = 0, with one non-negative root.
+    invertible where alpha > 0 and beta >= -alpha
+
+.. math::
+
+    x &= z + \frac{\beta}{\alpha + r}\,(z - z_0), \qquad r = \lVert z - z_0 \rVert, \qquad
+    \alpha > 0, \quad \beta \ge -\alpha \\
+    \log\left|\det\frac{\partial x}{\partial z}\right| &=
+        (D - 1) \log\left(1 + \frac{\beta}{\alpha + r}\right)
+        + \log\left(1 + \frac{\alpha \beta}{(\alpha + r)^2}\right)
+
+The inverse is closed-form: the radius r of z solves a quadratic with one non-negative root,
+
+    |x - z0| = r (1 + beta / (alpha + r))
+    <=>  r^2 + (alpha + beta - |x - z0|) r - alpha |x - z0| = 0
+
 Cost: O(D) either way.
 """
 
@@ -27,15 +56,15 @@ import tensorflow as tf
 from nfzoo.bijector_layer import BijectorLayer, register_layer
 from nfzoo.ops import fixed_seed
 
-#: bisection steps of the planar inverse: enough to shrink [y - |c|, y + |c|] below float64
-#: resolution for |c| up to ~1e6 |y|
+#: bisection steps of the planar inverse: enough to shrink ``[y - |c|, y + |c|]`` below
+#: float64 resolution for ``|c|`` up to ``~1e6 |y|``
 PLANAR_BISECTION_STEPS = 100
 #: w^T u' >= -1 + margin
 PLANAR_CONSTRAINT_MARGIN = 1e-3
 
 
 def planar_constrained_u(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
-    """u' = u + (m(w^T u) - w^T u) w / |w|^2, so that w^T u' = m(w^T u) > -1.
+    """``u' = u + (m(w^T u) - w^T u) w / |w|^2``, so that w^T u' = m(w^T u) > -1.
 
     ``u`` and ``w`` are [..., D]: one flow's weights, or per-example parameters with leading
     batch axes (the amortised posteriors of ``nfzoo.vae``)."""
@@ -85,7 +114,7 @@ class Planar(BijectorLayer):
         self.b = self.add_weight(shape=(), initializer="zeros", name="b")
 
     def constrained_u(self) -> tf.Tensor:
-        """u' = u + (m(w^T u) - w^T u) w / |w|^2, so that w^T u' = m(w^T u) > -1."""
+        """``u' = u + (m(w^T u) - w^T u) w / |w|^2``, so that w^T u' = m(w^T u) > -1."""
         return planar_constrained_u(self.u, self.w)
 
     def _forward_and_log_det(self, z):
@@ -128,7 +157,7 @@ class Planar(BijectorLayer):
 
 @register_layer
 class Radial(BijectorLayer):
-    """Radial flow x = z + beta (z - z0) / (alpha + |z - z0|), alpha > 0, beta >= -alpha.
+    """Radial flow ``x = z + beta (z - z0) / (alpha + |z - z0|)``, alpha > 0, beta >= -alpha.
 
     Starts at the identity (beta = 0) around a random centre z0.
 

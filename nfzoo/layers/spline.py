@@ -1,4 +1,4 @@
-"""Neural spline flows: monotone rational-quadratic splines as the element-wise law of a
+r"""Neural spline flows: monotone rational-quadratic splines as the element-wise law of a
 coupling layer and of an autoregressive layer (Durkan et al. 2019, arXiv:1906.04032).
 
 The spline maps [-B, B] onto itself through K bins. Bin k spans [x_k, x_k+1] with width
@@ -8,6 +8,13 @@ at its knots. With xi = (x - x_k) / w_k in [0, 1]:
     g(x) = y_k + h_k (s_k xi^2 + d_k xi (1 - xi)) / (s_k + (d_k+1 + d_k - 2 s_k) xi (1 - xi))
     g'(x) = s_k^2 (d_k+1 xi^2 + 2 s_k xi (1 - xi) + d_k (1 - xi)^2)
             / (s_k + (d_k+1 + d_k - 2 s_k) xi (1 - xi))^2                  (Durkan eq. 4-5)
+
+.. math::
+
+    g(x) &= y_k + \frac{h_k \left(s_k \xi^2 + d_k \xi (1 - \xi)\right)}
+                       {s_k + (d_{k+1} + d_k - 2 s_k)\, \xi (1 - \xi)} \\
+    g'(x) &= \frac{s_k^2 \left(d_{k+1} \xi^2 + 2 s_k \xi (1 - \xi) + d_k (1 - \xi)^2\right)}
+                  {\left(s_k + (d_{k+1} + d_k - 2 s_k)\, \xi (1 - \xi)\right)^2}
 
 and log|det| = sum_i log g'(x_i). The inverse in bin k (found on the y knots) is the root in
 [0, 1] of a xi^2 + b xi + c = 0 with

@@ -1,4 +1,4 @@
-"""Sylvester flows (van den Berg et al. 2018, arXiv:1803.05649).
+r"""Sylvester flows (van den Berg et al. 2018, arXiv:1803.05649).
 
     x = z + Q R h(R~ Q^T z + b),   h = tanh
 
@@ -7,11 +7,19 @@ By Sylvester's determinant identity det(I_D + A B) = det(I_M + B A) and Q^T Q = 
 
     log|det dx/dz| = sum_i log(1 + h'(a_i) R~_ii R_ii),   a = R~ Q^T z + b
 
+.. math::
+
+    x = z + Q R\, h(\tilde R Q^\top z + b), \qquad
+    \det\frac{\partial x}{\partial z}
+        = \det\left(I_M + \operatorname{diag}(h'(a))\, \tilde R R\right)
+        = \prod_{i=1}^{M} \left(1 + h'(a_i)\, \tilde R_{ii} R_{ii}\right),
+    \qquad a = \tilde R Q^\top z + b
+
 The diagonals are tanh of free parameters, so R~_ii R_ii > -1 and each factor is positive
 (0 < h' <= 1): the map is invertible. Three ways to get Q:
 
 * SylvesterOrthogonal: Q from a free D x M matrix by the iterative orthogonalisation
-  Q <- Q (I + (I - Q^T Q) / 2) (Kovarik / Bjorck), run until max|Q^T Q - I| is at rounding
+  Q <- Q (I + (I - Q^T Q) / 2) (Kovarik / Bjorck), run until ``max|Q^T Q - I|`` is at rounding
   level, so the log-det formula holds to the last digits.
 * SylvesterHouseholder: Q = H_1 ... H_K, K Householder reflections (M = D).
 * SylvesterTriangular: Q a fixed permutation, identity or reversal (M = D); alternating it
@@ -29,7 +37,7 @@ import tensorflow as tf
 from nfzoo.bijector_layer import BijectorLayer, register_layer
 from nfzoo.ops import fixed_seed, householder_product
 
-#: cap on the orthogonalisation sweeps (convergence is quadratic once |Q^T Q - I| < 1)
+#: cap on the orthogonalisation sweeps (convergence is quadratic once ``|Q^T Q - I| < 1``)
 MAX_ORTHOGONALISATION_STEPS = 100
 
 
@@ -63,7 +71,7 @@ def orthogonalize(q_raw: tf.Tensor) -> tf.Tensor:
 
 def triangular_with_bounded_diagonal(raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """(R, diag R) from a free [..., M, M] matrix: its strict upper triangle, and tanh of its
-    diagonal on the diagonal (|R_ii| < 1, so R_ii R~_ii > -1)."""
+    diagonal on the diagonal (``|R_ii| < 1``, so R_ii R~_ii > -1)."""
     strict = tf.linalg.band_part(raw, 0, -1) - tf.linalg.band_part(raw, 0, 0)
     diag = tf.tanh(tf.linalg.diag_part(raw))
     return strict + tf.linalg.diag(diag), diag
@@ -162,7 +170,7 @@ class SylvesterOrthogonal(_Sylvester):
 
 @register_layer
 class SylvesterHouseholder(_Sylvester):
-    """Householder Sylvester flow: Q = H_1 ... H_K, H_k = I - 2 v_k v_k^T / |v_k|^2 (M = D).
+    """Householder Sylvester flow: Q = H_1 ... H_K, ``H_k = I - 2 v_k v_k^T / |v_k|^2`` (M = D).
 
     Args:
       num_reflections: K (default D).

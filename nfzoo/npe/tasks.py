@@ -114,17 +114,17 @@ class TwoMoons(Task):
         r sin a),   x = p + (-|theta_1 + theta_2| / sqrt 2, (theta_2 - theta_1) / sqrt 2)
 
     Likelihood: with z(theta) = R theta = ((theta_1 + theta_2) / sqrt 2, (theta_2 -
-    theta_1) / sqrt 2), x determines p = (x_1 + |z_1|, x_2 - z_2). p has polar coordinates
+    theta_1) / sqrt 2), x determines ``p = (x_1 + |z_1|, x_2 - z_2)``. p has polar coordinates
     (r, a) around (0.25, 0) with density N(r; 0.1, 0.01^2) / pi, so in Cartesian coordinates
 
         p(x | theta) = N(r; 0.1, 0.01^2) / (pi r)   where p_1 > 0.25 (a in (-pi/2, pi/2)),
 
     and 0 elsewhere (r < 0 has probability below 1e-22 and is ignored).
 
-    Reference posterior, exact: draw p from its distribution, set |z_1| = p_1 - x_1 (p is
+    Reference posterior, exact: draw p from its distribution, set ``|z_1| = p_1 - x_1`` (p is
     discarded when this is negative: no theta maps there), z_2 = x_2 - p_2, a sign of z_1 at
     random, theta = R^T z, and keep theta inside the prior box. For each sign the map p ->
-    theta is a rotation of a translation (|Jacobian| 1) and one-to-one onto the theta with
+    theta is a rotation of a translation (``|Jacobian| = 1``) and one-to-one onto the theta with
     that sign of z_1, so theta has density 1/2 p(p(theta)) = 1/2 p(x | theta) on the box: the
     prior is uniform, so that is the posterior. (sbibm uses the same construction without
     discarding p_1 < x_1.)"""
@@ -256,7 +256,7 @@ class Slcp(Task):
     mirror images under theta_3 -> -theta_3 and theta_4 -> -theta_4.
 
     Reference posterior: sequential Monte Carlo with likelihood tempering (``nfzoo.npe.smc``)
-    on the folded parameter (|theta_3|, |theta_4|), where the posterior has one quarter of
+    on the folded parameter ``(|theta_3|, |theta_4|)``, where the posterior has one quarter of
     the modes, then independent random signs for theta_3 and theta_4 (exact by the symmetry).
     The samples come from ``runs`` independent SMC runs; their agreement is reported as the
     R-hat of each coordinate between runs and as the range of their log evidence estimates."""
