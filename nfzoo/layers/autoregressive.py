@@ -48,6 +48,8 @@ from nfzoo.layers.coupling import coupling_law
 from nfzoo.nets import MADE, hidden_units_list
 from nfzoo.ops import soft_clamp
 
+__all__ = ["InverseAutoregressive", "MaskedAutoregressive", "affine_forward"]
+
 
 def affine_params(made_output: tf.Tensor, log_scale_clamp: float | None):
     """(shift m, log-scale s) from a MADE output [..., 2, D], s soft-clamped."""

@@ -25,6 +25,8 @@ from nfzoo.layers.coupling import coupling_law
 from nfzoo.nets import MLP, hidden_units_list
 from nfzoo.ops import soft_clamp
 
+__all__ = ["ConditionalAffine"]
+
 
 @register_layer
 class ConditionalAffine(BijectorLayer):

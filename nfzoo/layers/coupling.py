@@ -34,6 +34,8 @@ from nfzoo.bijector_layer import BijectorLayer, context_size, register_layer
 from nfzoo.nets import MLP, hidden_units_list
 from nfzoo.ops import batch_constant, soft_clamp, sum_event
 
+__all__ = ["AdditiveCoupling", "AffineCoupling", "coupling_law", "coupling_mask"]
+
 
 def coupling_mask(mask: str | Sequence[int], dim: int, flip: bool = False) -> np.ndarray:
     """Resolves a mask spec to a 0/1 vector of length ``dim`` (1 = passes through).

@@ -36,6 +36,8 @@ from nfzoo.layers.coupling import coupling_law
 from nfzoo.nets import ConvNet
 from nfzoo.ops import per_image, soft_clamp
 
+__all__ = ["ImageAdditiveCoupling", "ImageAffineCoupling"]
+
 MASKS = ("channel", "checkerboard")
 
 

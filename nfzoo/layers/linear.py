@@ -55,6 +55,8 @@ import tensorflow as tf
 from nfzoo.bijector_layer import BijectorLayer, register_layer
 from nfzoo.ops import batch_constant, fixed_seed, householder_product
 
+__all__ = ["InvertibleLinear", "LULinear", "Permute", "QRLinear"]
+
 
 def _random_rotation(dim: int, seed: int | None) -> np.ndarray:
     """A random orthogonal matrix (QR of a Gaussian matrix, signs fixed) from a seed."""

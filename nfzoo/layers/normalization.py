@@ -25,6 +25,8 @@ import tensorflow as tf
 from nfzoo.bijector_layer import BijectorLayer, register_layer
 from nfzoo.ops import batch_constant
 
+__all__ = ["ActNorm"]
+
 
 @register_layer
 class ActNorm(BijectorLayer):

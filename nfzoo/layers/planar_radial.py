@@ -56,6 +56,8 @@ import tensorflow as tf
 from nfzoo.bijector_layer import BijectorLayer, register_layer
 from nfzoo.ops import fixed_seed
 
+__all__ = ["Planar", "Radial", "planar_forward"]
+
 #: bisection steps of the planar inverse: enough to shrink ``[y - |c|, y + |c|]`` below
 #: float64 resolution for ``|c|`` up to ``~1e6 |y|``
 PLANAR_BISECTION_STEPS = 100

@@ -27,6 +27,8 @@ import tensorflow as tf
 from nfzoo.bijector_layer import BijectorLayer, register_layer
 from nfzoo.ops import sum_event
 
+__all__ = ["Logit"]
+
 
 @register_layer
 class Logit(BijectorLayer):

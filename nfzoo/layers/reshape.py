@@ -16,6 +16,8 @@ import tensorflow as tf
 from nfzoo.bijector_layer import BijectorLayer, register_layer
 from nfzoo.ops import batch_constant, per_image
 
+__all__ = ["Squeeze"]
+
 
 @register_layer
 class Squeeze(BijectorLayer):

@@ -37,6 +37,13 @@ import tensorflow as tf
 from nfzoo.bijector_layer import BijectorLayer, register_layer
 from nfzoo.ops import fixed_seed, householder_product
 
+__all__ = [
+    "SylvesterHouseholder",
+    "SylvesterOrthogonal",
+    "SylvesterTriangular",
+    "sylvester_forward",
+]
+
 #: cap on the orthogonalisation sweeps (convergence is quadratic once ``|Q^T Q - I| < 1``)
 MAX_ORTHOGONALISATION_STEPS = 100
 
