@@ -14,7 +14,7 @@ so that every flow layer that uses one starts as the identity (or a pure shift/p
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -164,6 +164,26 @@ def made_masks(degrees: list[np.ndarray], params_per_dim: int) -> list[np.ndarra
     return masks
 
 
+def _degree_layout(degrees: np.ndarray, input_dim: int) -> tuple[np.ndarray, int]:
+    """The units of one MADE hidden layer sorted by degree (0..D-1), each degree's block
+    padded to the widest: (the unit at each position, -1 for padding; the block width)."""
+    groups = [np.flatnonzero(degrees == d) for d in range(input_dim)]
+    width = max(1, *(len(g) for g in groups))
+    index = -np.ones((input_dim, width), np.int64)
+    for d, g in enumerate(groups):
+        index[d, : len(g)] = g
+    return index.reshape(-1), width
+
+
+def _take(matrix: tf.Tensor, index: np.ndarray, axis: int) -> tf.Tensor:
+    """``matrix`` gathered at ``index`` along ``axis`` (0 or 1), zeros where index is -1."""
+    if (index >= 0).all():
+        return tf.gather(matrix, index, axis=axis)
+    zero = tf.zeros_like(tf.gather(matrix, [0], axis=axis))
+    padded = tf.concat([matrix, zero], axis=axis)
+    return tf.gather(padded, np.where(index >= 0, index, matrix.shape[axis]), axis=axis)
+
+
 @keras.saving.register_keras_serializable(package="nfzoo")
 class MADE(keras.layers.Layer):
     """Masked autoencoder: maps x in R^D to ``params_per_dim`` vectors in R^D, where the outputs
@@ -253,6 +273,86 @@ class MADE(keras.layers.Layer):
                 h = self.activation_fn(h)
         batch = tf.shape(x)[:-1]
         return tf.reshape(h, tf.concat([batch, [self.params_per_dim, self.input_dim]], 0))
+
+    def solve(
+        self,
+        target: tf.Tensor,
+        law: Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]],
+        context: tf.Tensor | None = None,
+        unroll: bool = False,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Solves u = law(target; MADE(u)) for u [N, D]: the sequential direction of an
+        autoregressive flow (MAF's sampling, IAF's density). ``law(t_i, h_i)`` maps one
+        coordinate, t_i [N, 1] with its MADE outputs h_i [N, P, 1], to (u_i [N, 1], log-det
+        [N]); the log-dets are summed.
+
+        Output i of MADE depends only on hidden units of degree < d_i, and a hidden unit of
+        degree d only on the inputs of degree <= d. So once the coordinates of degree
+        1..t-1 are known, the units of degree t-1 are final and output t can be computed.
+        Step t (t = 1..D) therefore computes, in every hidden layer l, only the units of
+        degree t-1 and pushes them on to the next layer's pre-activations, then reads output
+        t and applies the law; the new coordinate enters the first layer as a rank-one
+        update:
+
+            a_1 += u_t W_1[t, :]                        (inputs to layer 1, masked W * M)
+            h_l[deg t-1] = act(a_l[deg t-1]),  a_l+1 += h_l[deg t-1] W_l+1[deg t-1, :]
+
+        Every unit is computed once, so the D steps cost about one MADE pass in all, against
+        the D passes of the fixed-point sweeps u <- law(target; MADE(u)) (TFP's way), and the
+        result is the same up to the order of floating-point sums. Units are sorted by degree
+        once per call (gathering the masked kernels), and each degree's block is padded to
+        the widest, so every step has the same static shapes: under XLA the D steps are one
+        while loop. ``unroll`` writes the D steps out instead (static slices, no loop: the
+        export graphs).
+        """
+        D, P, L = self.input_dim, self.params_per_dim, len(self.hidden_units)
+        dtype = target.dtype
+        degrees = made_degrees(D, self.hidden_units, self.ordering, self.seed)
+        by_degree = np.argsort(degrees[0], kind="stable")  # step s reads input by_degree[s]
+        layouts = [_degree_layout(d, D) for d in degrees[1:]]  # (unit index table, width)
+        outputs = (by_degree[:, None] + D * np.arange(P)[None, :]).reshape(-1)  # [s, p]
+        rows = [by_degree, *(index for index, _ in layouts)]
+        cols = [*(index for index, _ in layouts), outputs]
+        # masked kernels in the sorted, padded layouts: K[l] [rows of l, cols of l]
+        K = [
+            _take(_take(k * m, rows[i], axis=0), cols[i], axis=1)
+            for i, (k, m) in enumerate(zip(self.kernels, self.masks))
+        ]
+        biases = [_take(b[None, :], cols[i], axis=1)[0] for i, b in enumerate(self.biases)]
+        # the kernels out of hidden layer l, one block of rows per degree: [D, width, cols]
+        blocks = [tf.reshape(K[i + 1], [D, width, -1]) for i, (_, width) in enumerate(layouts)]
+        batch = tf.shape(target)[:1]
+        pre = [tf.zeros(tf.concat([batch, tf.shape(b)], 0), dtype) + b for b in biases]
+        if context is not None:
+            pre[0] += matmul(context, _take(self.context_kernel, cols[0], axis=1))
+        target = tf.gather(target, by_degree, axis=-1)
+        u0 = tf.zeros_like(target)
+        ldj0 = tf.zeros(batch, dtype)
+
+        def step(s, u, pre, ldj):
+            pre = list(pre)
+            for i, (_, width) in enumerate(layouts):  # the units of degree s are final
+                h = self.activation_fn(tf.slice(pre[i], tf.stack([0, s * width]), [-1, width]))
+                pre[i + 1] += tf.matmul(h, blocks[i][s])
+            params = tf.slice(pre[L], tf.stack([0, s * P]), [-1, P])
+            u_s, ldj_s = law(tf.slice(target, tf.stack([0, s]), [-1, 1]), params[:, :, None])
+            pre[0] += u_s * K[0][s][None, :]
+            u += u_s * tf.one_hot(s, D, dtype=dtype)[None, :]
+            return u, pre, ldj + ldj_s
+
+        if unroll:
+            u, pre, ldj = u0, pre, ldj0
+            for s in range(D):
+                u, pre, ldj = step(s, u, pre, ldj)
+        else:
+
+            def body(s, u, pre, ldj):
+                return (s + 1, *step(s, u, pre, ldj))
+
+            _, u, _, ldj = tf.while_loop(
+                lambda s, *_: s < D, body, (tf.constant(0), u0, pre, ldj0), maximum_iterations=D
+            )
+        return tf.gather(u, np.argsort(by_degree), axis=-1), ldj
 
     @property
     def input_degrees(self) -> np.ndarray:
