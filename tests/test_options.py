@@ -1,6 +1,7 @@
 """One option vocabulary for every builder: the shared names, former names (a FutureWarning,
 the same flow), refusals that name the architecture, its options and the likeliest intended
-one, and ``check_options`` without building."""
+one, ``check_options`` without building, presets in the current vocabulary, and records
+written under former names still agreeing with their presets."""
 
 import dataclasses
 import functools
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import nfzoo
-from nfzoo import architectures
+from nfzoo import architectures, kinds, presets, pretrained
 from nfzoo.layers import ActNorm, FactorOut, LULinear
 
 VECTOR = {"num_layers": 2}
@@ -246,3 +247,64 @@ def test_current_option_names_translates_silently_and_passes_the_rest():
             "glow", {"levels": 2, "steps_per_level": 8, "num_levels": 17, "other": 1}
         )
     assert got == {"num_scales": 2, "layers_per_scale": 8, "num_levels": 17, "other": 1}
+
+
+def preset_options(preset) -> tuple[str, dict] | None:
+    """(architecture, builder options) of a preset whose options are an architecture's."""
+    if preset.kind in ("density", "reverse-kl"):
+        return preset.architecture, dict(preset.options)
+    if preset.kind == "npe":
+        rest = {k: v for k, v in preset.options.items() if k not in ("flow", "context_dim")}
+        return preset.options["flow"], {"context_dim": preset.options["context_dim"], **rest}
+    return None
+
+
+def test_every_preset_speaks_the_current_vocabulary():
+    checked = 0
+    for preset in presets.list_presets():
+        found = preset_options(preset)
+        if found is None:
+            assert preset.kind == "flow-vae", preset.name  # FlowVAE's own arguments
+            continue
+        arch, options = found
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a former name would warn
+            assert nfzoo.check_options(arch, options) == options, preset.name
+        checked += 1
+    assert checked >= 20
+
+
+def test_records_under_former_names_agree_with_presets_under_current_ones():
+    """The shipped records keep the names they were written with (their digests are
+    recorded); compared under current names, they agree with their presets, and a real
+    change of a preset still shows."""
+    renamed = 0
+    for entry in nfzoo.list_pretrained():
+        config = json.loads((entry.path / "config.json").read_text())
+        options = config["architecture"]["options"]
+        found = preset_options(entry.preset)
+        if found is not None:
+            arch, _ = found
+            renamed += any(k in nfzoo.architecture(arch).former_names for k in options)
+        assert kinds.stale_declaration(entry.preset, config) == [], entry.name
+    assert renamed >= 1  # glow-digits, realnvp-image-digits and glow-1d-* hold former names
+    entry = nfzoo.pretrained_entry("glow-digits")
+    config = json.loads((entry.path / "config.json").read_text())
+    changed = dataclasses.replace(
+        entry.preset, options={**entry.preset.options, "layers_per_scale": 4}
+    )
+    assert kinds.stale_declaration(changed, config) == ["architecture"]
+
+
+def test_an_entry_recorded_under_former_names_still_loads_and_verifies():
+    entry = nfzoo.pretrained_entry("glow-1d-pinwheel")
+    recorded = json.loads((entry.path / "config.json").read_text())["architecture"]["options"]
+    assert recorded["num_steps"] == 8 and "num_layers" not in recorded
+    flow = entry.load()
+    rebuilt = entry.preset.build()
+    assert [type(layer) for layer in rebuilt.flow_layers] == [
+        type(layer) for layer in flow.flow_layers
+    ]
+    assert len(flow.flow_layers) == 3 * 8
+    check = pretrained.verify("glow-1d-pinwheel")
+    assert all(c.ok for c in check)
