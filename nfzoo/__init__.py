@@ -25,6 +25,7 @@ _NAMES = {
     "export": "exporting",
     "architecture": "architectures",
     "build": "architectures",
+    "check_options": "architectures",
     "list_architectures": "architectures",
     "list_pretrained": "pretrained",
     "load": "pretrained",

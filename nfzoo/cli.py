@@ -5,7 +5,7 @@
     nfzoo verify [NAME ...]                      recompute entries' metrics from their weights
     nfzoo sample NAME -n N -o out.npy|out.csv [--context C]   draw samples (flows, flow-VAEs)
     nfzoo logprob NAME --input x.npy|x.csv [--context C]      log-density of each row
-    nfzoo train ARCH --data moons|x.npy|x.csv --out DIR   train and save_pretrained
+    nfzoo train ARCH --data moons|x.npy|x.csv --out DIR [--option K=V ...]   train and save
     nfzoo plot NAME -o out.png|.jpg|.pdf|.svg    density and samples (2-D), sample grid (64-d)
     nfzoo export NAME --formats onnx tflite --out DIR   parity-checked deployable graphs
 
@@ -548,6 +548,55 @@ def _training_data(args):
     return data.make_toy(name, args.num_points, seed=args.seed)
 
 
+#: build's arguments that ``nfzoo train`` sets itself, and the flag (or reason) for each
+_TRAIN_SETS = {
+    "seed": "--seed sets it",
+    "context_dim": "nfzoo train fits unconditional flows",
+    "conditional_base": "nfzoo train fits unconditional flows",
+}
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``--option KEY=VALUE``: the value as JSON where it parses (2, 0.5, [32, 32], true,
+    null, "relu"), else the text itself (relu)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"must be KEY=VALUE, e.g. num_layers=8 or hidden_units=[128,128]; received {text!r}"
+        )
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _architecture_options(arch: str, pairs: list[tuple[str, object]]) -> dict:
+    """The ``--option`` pairs as build's options under their current names, checked before
+    any work (a former name warns; an unknown option, one given twice, or one that train
+    sets itself is a usage error)."""
+    from nfzoo.architectures import check_options
+
+    options: dict = {}
+    for key, value in pairs:
+        if key in options:
+            raise CLIError(f"--option {key} is given twice")
+        if key in _TRAIN_SETS:
+            raise CLIError(f"--option {key}: {_TRAIN_SETS[key]}")
+        options[key] = value
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        try:
+            options = check_options(arch, options)
+        except ValueError as e:
+            raise CLIError(f"--option: {one_line(e)}") from None
+    for warning in caught:
+        print(f"nfzoo: warning: --option: {one_line(warning.message)}", file=sys.stderr)
+    return options
+
+
 def _diverged() -> type[BaseException]:
     """The error ``Flow.fit`` raises on a non-finite loss (``nfzoo.flow.NonFiniteLossError``
     where this nfzoo has it)."""
@@ -564,6 +613,7 @@ def cmd_train(args) -> None:
     from nfzoo.training import train_flow
 
     arch = _vector_architecture(args.arch)
+    options = _architecture_options(arch, args.options)
     out = files.check_destination(args.out, args.overwrite, hint="--overwrite")
     x = _training_data(args)
     n_val = int(len(x) * args.val_fraction)
@@ -572,7 +622,10 @@ def cmd_train(args) -> None:
     train, val = x[n_val:], x[:n_val]
 
     def make_flow():
-        flow = nfzoo.build(arch, x.shape[1], seed=args.seed)
+        try:
+            flow = nfzoo.build(arch, x.shape[1], seed=args.seed, **options)
+        except ValueError as e:  # a value the names' check cannot see (num_layers=0)
+            raise CLIError(one_line(e)) from None
         if not flow.has_inverse:
             raise CLIError(
                 f"{arch} has no inverse, so it has no log-density of data points and cannot be "
@@ -612,7 +665,7 @@ def cmd_train(args) -> None:
         out,
         overwrite=args.overwrite,
         metadata={
-            "architecture": {"name": arch, "event_dim": int(x.shape[1])},
+            "architecture": {"name": arch, "event_dim": int(x.shape[1]), "options": options},
             "dataset": {"source": str(args.data), "rows": len(x), "validation_rows": n_val},
             "training": {
                 "steps": result.steps,
@@ -774,6 +827,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-points", type=_count, default=20000, help="points drawn from a toy set")
     p.add_argument("--val-fraction", type=_fraction, default=0.1, help="in [0, 1)")
     p.add_argument("--strategy", choices=("none", "mirrored", "multiworker"), default="none")
+    p.add_argument(
+        "--option",
+        dest="options",
+        metavar="KEY=VALUE",
+        type=_option,
+        action="append",
+        default=[],
+        help="an architecture option (repeatable), the value as JSON where it parses: "
+        "--option num_layers=8 --option hidden_units=[128,128] --option activation=tanh",
+    )
     _add_overwrite(p, "folder written by nfzoo")
 
     p = _command(sub, "plot", cmd_plot, "density and samples (2-D) or a grid of samples")

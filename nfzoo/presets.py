@@ -51,7 +51,8 @@ class Preset:
       summary: one line for people.
       event_shape: the shape of one event (data point), e.g. (2,) or (8, 8, 1).
       options: the architecture's options (``nfzoo.build(architecture, event_shape,
-        **options)``).
+        **options)``), in the current option vocabulary (``nfzoo.architectures``); a record
+        written under former names is compared through ``nfzoo.kinds.stale_declaration``.
       dataset: the data set and split (``nfzoo.data.load_dataset``), or {"target": name}.
       training: the training budget and seed.
       evaluation: how the metrics are measured (noise seeds, sample counts).
@@ -368,7 +369,7 @@ BEST_2D = {
 _OPTIONS_2D = {
     "maf": {"num_layers": 8, "hidden_units": [128, 128]},
     "realnvp": {"num_layers": 8, "hidden_units": [128, 128]},
-    "glow-1d": {"num_steps": 8, "hidden_units": [128, 128]},
+    "glow-1d": {"num_layers": 8, "hidden_units": [128, 128]},
 }
 for _set, _arch in BEST_2D.items():
     _register(
@@ -421,8 +422,8 @@ _register(
         "digits",
         "Glow (2 levels x 8 steps, LU 1x1 convs, affine couplings) on 8x8 digit images",
         options={
-            "levels": 2,
-            "steps_per_level": 8,
+            "num_scales": 2,
+            "layers_per_scale": 8,
             "permutation": "lu",
             "hidden_channels": 64,
             "num_levels": 17,
@@ -435,7 +436,7 @@ _register(
         "realnvp-image",
         "digits",
         "Multi-scale RealNVP (checkerboard and channel couplings) on 8x8 digit images",
-        options={"levels": 2, "hidden_channels": 64, "num_levels": 17},
+        options={"num_scales": 2, "hidden_channels": 64, "num_levels": 17},
         aliases=("realnvp-digits",),
         **_DIGIT_IMAGES,
     )

@@ -173,6 +173,64 @@ def test_train_saves_a_loadable_flow(capsys, tmp_path):
     assert code == 2 and "exists; pass --overwrite" in err
 
 
+def test_train_takes_architecture_options(capsys, tmp_path):
+    out = tmp_path / "model"
+    code, stdout, err = run(
+        capsys, "train", "maf", "--data", "moons", "--num-points", "2000", "--steps", "100",
+        "--out", str(out), "--option", "num_layers=2", "--option", "hidden_units=[16]",
+        "--option", "activation=tanh",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "saved" in stdout
+    flow = nfzoo.load(out)
+    assert len(flow.flow_layers) == 2
+    assert {layer.made.get_config()["activation"] for layer in flow.flow_layers} == {"tanh"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"]["options"] == {
+        "num_layers": 2,
+        "hidden_units": [16],
+        "activation": "tanh",
+    }
+
+
+def test_train_refuses_wrong_options_before_training(capsys, tmp_path, no_training):
+    train = ["train", "maf", "--data", "moons", "--out", str(tmp_path / "t")]
+    cases = [
+        (["--option", "num_steps=3"], "--option: maf has no option 'num_steps' (did you mean "
+         "'num_layers'?). Its options (with defaults): num_layers=5"),
+        (["--option", "depth=3"], "(did you mean 'num_layers'?)"),
+        (["--option", "num_layers"], "argument --option: must be KEY=VALUE"),
+        (["--option", "seed=3"], "--option seed: --seed sets it"),
+        (["--option", "context_dim=2"], "--option context_dim: nfzoo train fits unconditional"),
+        (["--option", "num_layers=2", "--option", "num_layers=3"], "num_layers is given twice"),
+    ]  # fmt: skip
+    for extra, message in cases:
+        code, _, err = run(capsys, *train, *extra)
+        assert code == USAGE, (extra, err)
+        assert_one_line_error(err, "train", message)
+    glow_1d = ["train", "glow-1d", *train[2:], "--option", "num_steps=2", "--option"]
+    code, _, err = run(capsys, *glow_1d, "num_layers=2")
+    assert code == USAGE
+    assert_one_line_error(err, "train", "'num_steps' is the former name of 'num_layers'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_warns_of_a_former_option_name_and_refuses_a_bad_value(capsys, tmp_path):
+    assert cli._architecture_options("glow-1d", [("num_steps", 2)]) == {"num_layers": 2}
+    err = capsys.readouterr().err
+    assert err == (
+        "nfzoo: warning: --option: glow-1d: the option 'num_steps' is now called 'num_layers'; "
+        "the former name stops working in the next release.\n"
+    )
+    code, _, err = run(
+        capsys, "train", "maf", "--data", "moons", "--num-points", "100", "--out",
+        str(tmp_path / "t"), "--option", "num_layers=0",
+    )  # fmt: skip
+    assert code == USAGE
+    assert_one_line_error(err, "train", "num_layers must be a positive integer; received 0")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_installed_command_runs_without_traceback():
     result = subprocess.run(
         [sys.executable, "-m", "nfzoo.cli", "info", "nothing-like-this"],

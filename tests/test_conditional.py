@@ -178,7 +178,7 @@ def test_sample_weights_ride_as_the_third_element():
 
 def test_actnorm_initialises_through_the_conditional_layers():
     x, c = linear_gaussian(1024, seed=0)
-    flow = nfzoo.build("glow-1d", D, context_dim=C, num_steps=2, hidden_units=[8], seed=0)
+    flow = nfzoo.build("glow-1d", D, context_dim=C, num_layers=2, hidden_units=[8], seed=0)
     for layer in flow.flow_layers:  # couplings away from the identity, so init needs c
         if layer.context_dim:
             layer.conditioner.out.kernel.assign(0.1 * np.ones(layer.conditioner.out.kernel.shape))

@@ -564,7 +564,7 @@ def test_image_builder_density_integrates_to_one(arch):
     # A 2x2 grey image with K = 4 levels: the flow's density lives on the Logit's range
     # (lo, hi)^4, a box that Monte Carlo integrates well: E_uniform[q] * volume = 1.
     k, alpha = 4, 0.05
-    flow = nfzoo.build(arch, (2, 2, 1), levels=1, hidden_channels=8, num_levels=k, alpha=alpha)
+    flow = nfzoo.build(arch, (2, 2, 1), num_scales=1, hidden_channels=8, num_levels=k, alpha=alpha)
     perturb(flow, seed=5, scale=0.1)  # a generic, non-identity density
     lo, hi = -alpha * k / (1 - 2 * alpha), k * (1 - alpha) / (1 - 2 * alpha)
     u = np.random.RandomState(0).uniform(lo, hi, (2**20, 2, 2, 1)).astype(np.float32)

@@ -7,7 +7,6 @@ identity initialisation, so parity is tested at a generic point.
 """
 
 import hashlib
-import inspect
 import json
 import subprocess
 import sys
@@ -53,11 +52,8 @@ def small_flow(arch: str, seed: int = 0):
     if entry.event_rank == 3:  # the registered small example (e.g. a 4x4 two-level Glow)
         flow = nfzoo.build(arch, entry.example_shape, seed=seed, **dict(entry.example_options))
     else:
-        params = inspect.signature(entry.builder).parameters
-        options = {}
-        for key, value in (("num_layers", 2), ("num_steps", 2), ("hidden_units", [16])):
-            if key in params:
-                options[key] = value
+        small = {"num_layers": 2, "hidden_units": [16]}
+        options = {k: v for k, v in small.items() if k in entry.options}
         flow = nfzoo.build(arch, DIM, seed=seed, **options, **conditional)
     rng = np.random.RandomState(seed)
     x = init_data(flow, rng)

@@ -364,7 +364,7 @@ def test_build_refuses_unknown_options_and_names_the_valid_ones(arch):
 
 
 def test_build_suggests_the_synonym_each_builder_uses():
-    with pytest.raises(ValueError, match="glow-1d has no option 'num_layers' .*'num_steps'"):
-        nfzoo.build("glow-1d", 6, num_layers=5)
     with pytest.raises(ValueError, match="maf has no option 'num_steps' .*'num_layers'"):
         nfzoo.build("maf", 6, num_steps=5)
+    with pytest.raises(ValueError, match="glow has no option 'num_steps' .*'layers_per_scale'"):
+        nfzoo.build("glow", (4, 4, 1), num_steps=5)

@@ -30,7 +30,7 @@ BATCH = 512
 def _flow_and_batches():
     keras.utils.set_random_seed(0)
     x = nfzoo.data.make_toy("checkerboard", 4 * BATCH, seed=0)
-    flow = nfzoo.build("glow-1d", 2, num_steps=2, hidden_units=[32, 32], seed=0)
+    flow = nfzoo.build("glow-1d", 2, num_layers=2, hidden_units=[32, 32], seed=0)
     flow.initialize(x[:BATCH])
     # At initialisation the couplings are the identity, so the flow is affine and a point
     # placed along one data-side direction reaches |z| = 840 exactly (the incident's value).
@@ -87,7 +87,7 @@ def test_one_outlier_batch_cannot_hijack_default_adam():
 
 
 def test_clipping_is_a_default_that_can_be_changed():
-    flow = nfzoo.build("glow-1d", 2, num_steps=1, hidden_units=[8], seed=0)
+    flow = nfzoo.build("glow-1d", 2, num_layers=1, hidden_units=[8], seed=0)
     flow.compile()
     assert isinstance(flow.optimizer, keras.optimizers.Adam)
     assert flow.optimizer.global_clipnorm == CLIP

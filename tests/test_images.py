@@ -90,8 +90,8 @@ def test_glow_ablation_options_are_exact_flows(permutation, coupling):
         "glow",
         (4, 4, 2),
         dtype="float64",
-        levels=2,
-        steps_per_level=2,
+        num_scales=2,
+        layers_per_scale=2,
         hidden_channels=4,
         coupling=coupling,
         permutation=permutation,
@@ -107,7 +107,7 @@ def test_glow_ablation_options_are_exact_flows(permutation, coupling):
 
 def test_image_builders_explain_bad_options():
     with pytest.raises(ValueError, match=r"divisible by 8; received image shape \(8, 12, 1\)"):
-        nfzoo.build("glow", (8, 12, 1), levels=3)
+        nfzoo.build("glow", (8, 12, 1), num_scales=3)
     with pytest.raises(ValueError, match="permutation must be one of"):
         nfzoo.build("glow", (8, 8, 1), permutation="flip")
     with pytest.raises(ValueError, match="coupling must be one of"):
@@ -121,7 +121,7 @@ def test_image_builders_explain_bad_options():
 
 
 def test_sampling_temperature_scales_the_base_noise():
-    flow = nfzoo.build("glow", (4, 4, 1), levels=2, steps_per_level=1, hidden_channels=4)
+    flow = nfzoo.build("glow", (4, 4, 1), num_scales=2, layers_per_scale=1, hidden_channels=4)
     perturb(flow, seed=3, scale=0.1)
     z = flow.base_distribution.sample(5, seed=(7, 0))
     np.testing.assert_allclose(flow.sample(5, seed=7, temperature=0.5), flow.generate(0.5 * z))
@@ -134,7 +134,7 @@ def test_sampling_temperature_scales_the_base_noise():
 def test_sample_grid_png(tmp_path):
     import matplotlib.image
 
-    flow = nfzoo.build("realnvp-image", (8, 8, 1), levels=2, hidden_channels=4, num_levels=17)
+    flow = nfzoo.build("realnvp-image", (8, 8, 1), num_scales=2, hidden_channels=4, num_levels=17)
     path = nfzoo.plots.sample_grid(flow, tmp_path / "grid.png", rows=4, temperature=0.7)
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and min(image.shape[:2]) > 100
@@ -148,7 +148,7 @@ def test_glow_learns_digits_in_a_short_run():
     train, _, test = digits_images()
     result = nfzoo.training.train_flow(
         lambda: nfzoo.build(
-            "glow", (8, 8, 1), steps_per_level=2, hidden_channels=16, num_levels=DIGITS_LEVELS
+            "glow", (8, 8, 1), layers_per_scale=2, hidden_channels=16, num_levels=DIGITS_LEVELS
         ),
         train,
         steps=100,

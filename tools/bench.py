@@ -81,7 +81,7 @@ kind, seed by seed.
 glow-throughput: training steps/s (batch 64, Adam at 1e-3, negative log-likelihood) of Glow
 on sklearn's digits as 8x8x1 images (``nfzoo.data.digits_images``, the 1000 training images,
 counts 0..16 dequantized once with + U[0, 1), so data in [0, 17]^64), in one fixed order, for
-  - nfzoo: ``nfzoo.build("glow", (8, 8, 1), levels=2, steps_per_level=8, hidden_channels=64,
+  - nfzoo: ``nfzoo.build("glow", (8, 8, 1), num_scales=2, layers_per_scale=8, hidden_channels=64,
     num_levels=17)`` (logit pre-processing included) trained by Keras ``fit`` as in
     train-throughput, with ``compile(learning_rate=1e-3)`` (XLA) and, as ``nfzoo-graph``,
     with ``jit_compile=False``;
@@ -1019,9 +1019,10 @@ def density_table(rows: list[dict]) -> str:
 GLOW_SYSTEMS = ("nfzoo", "nfzoo-graph", "tfp-graph", "tfp-xla")
 GLOW_SHAPE = (8, 8, 1)
 GLOW_BATCH = 64
-GLOW_OPTIONS = {"levels": 2, "steps_per_level": 8, "hidden_channels": 64, "num_levels": 17}
+GLOW_OPTIONS = {"num_scales": 2, "layers_per_scale": 8, "hidden_channels": 64, "num_levels": 17}
 GLOW_NFZOO = (
-    'nfzoo.build("glow", (8, 8, 1), levels=2, steps_per_level=8, hidden_channels=64, num_levels=17)'
+    'nfzoo.build("glow", (8, 8, 1), num_scales=2, layers_per_scale=8, hidden_channels=64, '
+    "num_levels=17)"
 )
 GLOW_TFP = (
     "tfb.Chain([nfzoo.layers.Logit(17), tfb.Glow(output_shape=(8, 8, 1), num_glow_blocks=2, "
@@ -1060,8 +1061,8 @@ def _tfp_glow(x0, seed: int = 0):
     tf.random.set_seed(seed)
     glow = tfb.Glow(
         output_shape=GLOW_SHAPE,
-        num_glow_blocks=GLOW_OPTIONS["levels"],
-        num_steps_per_block=GLOW_OPTIONS["steps_per_level"],
+        num_glow_blocks=GLOW_OPTIONS["num_scales"],
+        num_steps_per_block=GLOW_OPTIONS["layers_per_scale"],
         coupling_bijector_fn=functools.partial(
             tfb.GlowDefaultNetwork, num_hidden=GLOW_OPTIONS["hidden_channels"]
         ),

@@ -23,7 +23,6 @@ exactly the folders there.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import re
@@ -174,9 +173,8 @@ def small_builder_flow(arch: str, dim: int = 3, seed: int = 0, scale: float = 0.
         shape = (256, *entry.example_shape)
         flow.initialize((rng.randint(0, 4, shape) + rng.rand(*shape)).astype(np.float32))
     else:
-        params = inspect.signature(entry.builder).parameters
-        options = {k: v for k, v in (("num_layers", 2), ("num_steps", 2), ("hidden_units", [16]))}
-        options = {k: v for k, v in options.items() if k in params}
+        small = {"num_layers": 2, "hidden_units": [16]}
+        options = {k: v for k, v in small.items() if k in entry.options}
         flow = nfzoo.build(arch, dim, seed=seed, **options)
         flow.initialize((2.0 * rng.standard_normal((256, dim)) + 1.0).astype(np.float32))
     for w in flow.trainable_weights:

@@ -54,8 +54,7 @@ def rewrite(preset: presets.Preset) -> dict:
     its recorded metrics and run; the weights stay as they are."""
     folder = pretrained_dir() / preset.name
     config = json.loads((folder / CONFIG_FILE).read_text())
-    declared = preset.declaration()
-    stale = [key for key, value in declared.items() if config.get(key) != value]
+    stale = kinds.stale_declaration(preset, config)
     if stale:
         raise ValueError(
             f"{preset.name}: the recorded {', '.join(stale)} differ from the preset; retrain "

@@ -10,7 +10,17 @@ trained by neural posterior estimation; headline mean C2ST over the task's obser
 """
 
 from nfzoo.kinds import density, flow_vae, npe, reverse_kl
-from nfzoo.kinds.base import KINDS, Kind, Metric, Trained, card, machine, record, register_kind
+from nfzoo.kinds.base import (
+    KINDS,
+    Kind,
+    Metric,
+    Trained,
+    card,
+    machine,
+    record,
+    register_kind,
+    stale_declaration,
+)
 
 __all__ = [
     "KINDS",
@@ -25,4 +35,5 @@ __all__ = [
     "record",
     "register_kind",
     "reverse_kl",
+    "stale_declaration",
 ]

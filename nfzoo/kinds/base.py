@@ -15,7 +15,17 @@ from nfzoo.registry import Registry
 if TYPE_CHECKING:
     from nfzoo.presets import Preset
 
-__all__ = ["KINDS", "Kind", "Metric", "Trained", "card", "machine", "record", "register_kind"]
+__all__ = [
+    "KINDS",
+    "Kind",
+    "Metric",
+    "Trained",
+    "card",
+    "machine",
+    "record",
+    "register_kind",
+    "stale_declaration",
+]
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,13 @@ class Kind:
         """The preset's untrained model."""
         raise NotImplementedError
 
+    def current_options(self, architecture: str, options: dict[str, Any]) -> dict[str, Any]:
+        """An entry's recorded ``architecture`` ``options`` under the current option names: a
+        record keeps the names it was written with (its digest is recorded). Kinds whose
+        options name an architecture of ``nfzoo.architectures`` translate them through
+        ``architectures.current_option_names``; the others' options have no former names."""
+        return dict(options)
+
     def train(self, preset: Preset, verbose: int = 2) -> Trained:
         """Trains the preset from scratch and measures it."""
         raise NotImplementedError
@@ -112,6 +129,19 @@ def record(preset: Preset, metrics: dict[str, float], run: dict[str, Any]) -> di
         "run": run,
         "command": f"python tools/train_zoo.py {preset.name}",
     }
+
+
+def stale_declaration(preset: Preset, record: dict[str, Any]) -> list[str]:
+    """The keys of ``preset.declaration()`` whose value the entry's ``record`` (its
+    config.json) holds otherwise, i.e. what changed in the preset since the entry was
+    trained. The recorded architecture options are compared under the current option names
+    (``Kind.current_options``), so a renamed option is no change."""
+    recorded = dict(record)
+    arch = record.get("architecture")
+    if isinstance(arch, dict) and isinstance(arch.get("options"), dict):
+        options = KINDS.get(preset.kind).current_options(arch.get("name"), arch["options"])
+        recorded["architecture"] = {**arch, "options": options}
+    return [key for key, value in preset.declaration().items() if recorded.get(key) != value]
 
 
 def card(preset: Preset, record: dict[str, Any]) -> str:

@@ -62,6 +62,11 @@ class Density(Kind):
 
         return list_architectures()
 
+    def current_options(self, architecture: str, options: dict[str, Any]) -> dict[str, Any]:
+        from nfzoo.architectures import current_option_names
+
+        return current_option_names(architecture, options)
+
     def build(self, preset: Preset) -> Flow:
         from nfzoo.architectures import build
 

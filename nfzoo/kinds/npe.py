@@ -56,6 +56,13 @@ class NPEKind(Kind):
             )
         return task
 
+    def current_options(self, architecture: str, options: dict[str, Any]) -> dict[str, Any]:
+        from nfzoo.architectures import current_option_names
+
+        flow = {k: options[k] for k in ("flow", "context_dim") if k in options}
+        rest = {k: v for k, v in options.items() if k not in flow}
+        return {**flow, **current_option_names(options["flow"], rest)}
+
     def build(self, preset: Preset) -> Flow:
         from nfzoo.npe import build_npe_flow
 
