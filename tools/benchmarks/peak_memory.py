@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .peers import ALL_SYSTEMS, import_peers, make_trainer, mixture_sample
+from .peers import TRAINED_SYSTEMS, import_peers, make_trainer, mixture_sample
 from .timing import error_text, set_threads
 
 COMMAND = "peak-memory"
@@ -25,7 +25,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench.py"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--system", required=True, choices=[*ALL_SYSTEMS, "none"])
+    p.add_argument("--system", required=True, choices=[*TRAINED_SYSTEMS, "none"])
     p.add_argument("--arch", default="maf", choices=["maf", "realnvp", "nsf", "nsf-ar"])
     p.add_argument("--dim", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)

@@ -4,7 +4,9 @@ BayesFlow), at the benchmarks' common sizes, each wrapped in the trainer of its 
 
 Density flows (train-throughput, density-throughput, density-quality, peak-memory):
   - nfzoo: ``nfzoo.build(arch, D, num_layers=5, hidden_units=[256, 256])``; ``nfzoo`` is XLA,
-    ``nfzoo-graph`` ``compile(jit_compile=False)``;
+    ``nfzoo-graph`` ``compile(jit_compile=False)``, ``nfzoo-plain-matmul`` the same XLA flow
+    with ``nfzoo.ops.SWAP_RATIO = inf`` while its step is traced, so that nfzoo.ops.matmul's
+    kernel gradient is the plain product X^T dY (plain Keras matmul's);
   - TFP stock: ``tfb.MaskedAutoregressiveFlow(tfb.AutoregressiveNetwork(params=2, ...,
     activation="relu"))`` and ``tfb.RealNVP(D // 2, shift_and_log_scale_fn=
     tfb.real_nvp_default_template(...))`` (ReLU too), 5 of them with ``tfb.Permute`` reversals
@@ -39,6 +41,9 @@ from .timing import NfzooTrainer, TfpTrainer, ZukoTrainer
 
 TRAIN_SYSTEMS = ("nfzoo", "tfp-graph", "tfp-xla", "zuko")
 ALL_SYSTEMS = ("nfzoo", "nfzoo-graph", "tfp-graph", "tfp-xla", "zuko")
+#: trained only: without a gradient it is nfzoo itself
+PLAIN_MATMUL = "nfzoo-plain-matmul"
+TRAINED_SYSTEMS = ("nfzoo", "nfzoo-graph", PLAIN_MATMUL, "tfp-graph", "tfp-xla", "zuko")
 TRAIN_BATCH = 512
 TRAIN_LAYERS = 5
 TRAIN_HIDDEN = [256, 256]
@@ -123,9 +128,11 @@ def make_trainer(system: str, arch: str, x, hidden=TRAIN_HIDDEN, seed: int = 0):
     """The trainer (``block(steps) -> seconds``, ``log_prob``, ``kernels``) of ``system``'s
     flow of ``arch`` on the data ``x`` (batch ``TRAIN_BATCH``, Adam at ``TRAIN_LR``)."""
     dim = x.shape[1]
-    if system in ("nfzoo", "nfzoo-graph"):
+    if system in ("nfzoo", "nfzoo-graph", PLAIN_MATMUL):
         make = functools.partial(nfzoo_flow, arch, dim, hidden, seed)
-        return NfzooTrainer(make, x, TRAIN_LR, TRAIN_BATCH, seed, jit=system == "nfzoo")
+        plain = math.inf if system == PLAIN_MATMUL else None
+        jit = system != "nfzoo-graph"
+        return NfzooTrainer(make, x, TRAIN_LR, TRAIN_BATCH, seed, jit=jit, swap_ratio=plain)
     if system in ("tfp-graph", "tfp-xla"):
         make = functools.partial(tfp_flow, arch, dim, hidden, seed)
         return TfpTrainer(make, x, TRAIN_LR, TRAIN_BATCH, jit=system == "tfp-xla")

@@ -16,6 +16,7 @@ from nfzoo.files import write_file_atomically
 NAMES = {
     "nfzoo": "nfzoo (fit, XLA)",
     "nfzoo-graph": "nfzoo (fit, graph)",
+    "nfzoo-plain-matmul": "nfzoo (fit, XLA, plain matmul gradient)",
     "tfp-graph": "TFP (tf.function)",
     "tfp-xla": "TFP (XLA)",
     "zuko": "zuko (torch)",
@@ -54,12 +55,17 @@ def cell(row: dict, unit: str, scale: float = 1.0, fmt: str = ".1f") -> str:
     return f"{med:{fmt}} ({lo:{fmt}}-{hi:{fmt}})"
 
 
-def ratio_cell(by: dict[str, dict], systems: list[str], unit: str) -> str:
-    """nfzoo's median over the fastest peer's (peers: systems not named nfzoo*), then the
-    median (min-max) of the same ratio taken round by round: both systems ran one block in
-    every round of ``interleaved``, seconds apart, so the per-round ratio is the one
-    least moved by the machine's load drifting during the run."""
-    peers = [s for s in systems if not s.startswith("nfzoo") and "error" not in by[s]]
+def ratio_cell(
+    by: dict[str, dict], systems: list[str], unit: str, against: str | None = None
+) -> str:
+    """nfzoo's median over ``against``'s (by default the fastest peer's; peers: systems not
+    named nfzoo*), then the median (min-max) of the same ratio taken round by round: both
+    systems ran one block in every round of ``interleaved``, seconds apart, so the per-round
+    ratio is the one least moved by the machine's load drifting during the run."""
+    if against is None:
+        peers = [s for s in systems if not s.startswith("nfzoo") and "error" not in by[s]]
+    else:
+        peers = [s for s in systems if s == against and "error" not in by[s]]
     if "nfzoo" not in by or "error" in by["nfzoo"] or not peers:
         return "-"
     best = max(peers, key=lambda s: by[s][f"median_{unit}"])

@@ -10,6 +10,7 @@ these machines are shared and noisy.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
@@ -115,12 +116,29 @@ class CallRunner:
         return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def swap_ratio(value: float | None):
+    """``nfzoo.ops.SWAP_RATIO`` set to ``value`` inside (None: left as it is). The ratio is
+    read when a gradient is traced, so what counts is its value while a step is traced."""
+    if value is None:
+        yield
+        return
+    from nfzoo import ops
+
+    saved, ops.SWAP_RATIO = ops.SWAP_RATIO, value
+    try:
+        yield
+    finally:
+        ops.SWAP_RATIO = saved
+
+
 class NfzooTrainer:
     """An nfzoo flow ``make_flow()``, trained by Keras ``fit`` with nfzoo's default compile
     (Adam at ``learning_rate``; XLA, or a TF graph with ``jit=False``) on a repeated tf.data
     pipeline of ``x``. A block is one ``fit(epochs=1, steps_per_epoch=steps)`` call, timed from
     the epoch's start to its end by a callback (the whole call's time is kept in
-    ``fit_call_s``)."""
+    ``fit_call_s``). With ``swap_ratio``, every block (so every trace of the step) runs with
+    ``nfzoo.ops.SWAP_RATIO`` at that value."""
 
     def __init__(
         self,
@@ -130,10 +148,12 @@ class NfzooTrainer:
         batch: int,
         seed: int = 0,
         jit: bool = True,
+        swap_ratio: float | None = None,
     ):
         import keras
 
         keras.utils.set_random_seed(seed)
+        self.swap_ratio = swap_ratio
         self.flow = make_flow()
         self.flow.compile(learning_rate=learning_rate, jit_compile=jit)
         self.kernels = [tuple(v.shape) for v in self.flow.trainable_variables if len(v.shape) == 2]
@@ -152,9 +172,12 @@ class NfzooTrainer:
         self.timer = EpochTimer()
 
     def block(self, steps: int) -> float:
-        start = time.perf_counter()
-        self.flow.fit(self.ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[self.timer])
-        self.fit_call_s.append(time.perf_counter() - start)
+        with swap_ratio(self.swap_ratio):
+            start = time.perf_counter()
+            self.flow.fit(
+                self.ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[self.timer]
+            )
+            self.fit_call_s.append(time.perf_counter() - start)
         return self._t1 - self._t0
 
     def log_prob(self, x) -> np.ndarray:

@@ -6,7 +6,11 @@ float32 sample of a Gaussian mixture (``peers.mixture_sample``), for the systems
     call of the compiled function) on a repeated tf.data pipeline; every block is one
     ``fit(epochs=1, steps_per_epoch=steps)`` call, timed from the epoch's start to its end by
     a callback (the time of the whole ``fit`` call is kept in the JSON too); ``nfzoo-graph``
-    (not in the default set) is the same with ``compile(jit_compile=False)``;
+    (not in the default set) is the same with ``compile(jit_compile=False)``, and
+    ``nfzoo-plain-matmul`` (not in the default set) the same XLA flow whose dense layers'
+    kernel gradients are the plain product (``nfzoo.ops.SWAP_RATIO = inf``), so that one run
+    compares nfzoo's custom-gradient Dense with plain Keras matmul (column
+    "nfzoo / nfzoo-plain-matmul");
   - TFP stock: trained by a ``tf.function`` step with tf_keras' Adam, once in graph mode and
     once with ``jit_compile=True``, fed by the same tf.data pipeline;
   - zuko (PyTorch, CPU): a plain loop with ``torch.optim.Adam`` over the same batches; torch
@@ -29,11 +33,12 @@ from . import tables
 from .matmul_limit import limit, limit_makers, limit_rows, step_flops
 from .peak_memory import peak_memory
 from .peers import (
-    ALL_SYSTEMS,
+    PLAIN_MATMUL,
     TRAIN_BATCH,
     TRAIN_HIDDEN,
     TRAIN_LAYERS,
     TRAIN_SYSTEMS,
+    TRAINED_SYSTEMS,
     make_trainer,
     mixture_sample,
     supports,
@@ -51,7 +56,7 @@ def add_arguments(p) -> None:
     p.add_argument("--dims", nargs="+", type=int, default=[8, 64])
     p.add_argument("--steps", type=int, default=20, help="training steps per timed block")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--systems", nargs="+", default=list(TRAIN_SYSTEMS), choices=ALL_SYSTEMS)
+    p.add_argument("--systems", nargs="+", default=list(TRAIN_SYSTEMS), choices=TRAINED_SYSTEMS)
     p.add_argument(
         "--limit",
         action=argparse.BooleanOptionalAction,
@@ -120,10 +125,12 @@ def train_throughput(
 def throughput_table(
     rows: list[dict], limit_rows: list[dict] = (), memory_rows: list[dict] = ()
 ) -> str:
-    systems = [s for s in ALL_SYSTEMS if any(r["system"] == s for r in rows)]
+    systems = [s for s in TRAINED_SYSTEMS if any(r["system"] == s for r in rows)]
     names = [tables.NAMES[s] for s in systems]
     short = " / ".join(systems)
     header = ["flow", "D", *names, "nfzoo / fastest peer"]
+    if PLAIN_MATMUL in systems:
+        header.append(f"nfzoo / {PLAIN_MATMUL}")
     if limit_rows:
         header += ["limit, GFLOP/s", f"fraction of limit ({short})"]
     if memory_rows:
@@ -135,6 +142,8 @@ def throughput_table(
             by.setdefault(s, {"error": "no such flow"})
         line = [arch, dim, *(tables.cell(by[s], "steps_per_s") for s in systems)]
         line.append(tables.ratio_cell(by, systems, "steps_per_s"))
+        if PLAIN_MATMUL in systems:
+            line.append(tables.ratio_cell(by, systems, "steps_per_s", against=PLAIN_MATMUL))
         if limit_rows:
             lim = limit([r for r in limit_rows if (r["arch"], r["dim"]) == (arch, dim)])
             fr = " / ".join(
