@@ -106,13 +106,16 @@ class Target:
         """Whether ``sample`` gives exact samples of p = p~ / Z."""
         return type(self)._sample is not Target._sample
 
-    def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        """``n`` exact samples of p as a float32 array [n, D] (numpy, seeded)."""
+    def sample(self, n: int, seed: int | np.random.RandomState = 0) -> np.ndarray:
+        """``n`` exact samples of p as a float32 array [n, D] (numpy, seeded). ``seed`` may be
+        a ``np.random.RandomState``, which is drawn from and left advanced, so that several
+        draws (a training set, then a test set) continue one stream."""
         if not self.can_sample:
             raise NotImplementedError(f"Target {self.name!r} has no exact sampler.")
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"sample expects a non-negative integer n; received {n!r}.")
-        return self._sample(int(n), np.random.RandomState(seed)).astype(np.float32)
+        rng = seed if isinstance(seed, np.random.RandomState) else np.random.RandomState(seed)
+        return self._sample(int(n), rng).astype(np.float32)
 
     def _sample(self, n: int, rng: np.random.RandomState) -> np.ndarray:
         raise NotImplementedError

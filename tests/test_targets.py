@@ -113,6 +113,16 @@ def test_samplers_draw_from_the_density(name):
     np.testing.assert_array_equal(x, target.sample(20_000, seed=2))
 
 
+def test_a_random_state_continues_one_stream():
+    target = T.GaussianMixture([[0.0, 0.0], [3.0, -1.0]], scales=[0.5, 1.0], weights=[1, 3])
+    rng = np.random.RandomState(7)
+    first, second = target.sample(50, rng), target.sample(30, rng)
+    np.testing.assert_array_equal(first, target.sample(50, seed=7))
+    assert not np.array_equal(second, target.sample(30, seed=7))  # advanced, not restarted
+    again = np.random.RandomState(7)
+    np.testing.assert_array_equal(second, [target.sample(50, again), target.sample(30, again)][1])
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_dtypes_and_xla(name):
     target = T.get(name)

@@ -1,7 +1,9 @@
 """BayesFlow's side of ``tools/bench.py npe``: a worker process, run by the bench with an
 interpreter that has ``bayesflow`` (it may need other versions of numpy and Python than
-nfzoo's environment, hence a separate process). It reads the training stream from an .npz
-file, builds BayesFlow's coupling flow and answers one JSON command per line on stdin:
+nfzoo's environment, hence a separate process), as ``python -m benchmarks.bayesflow_worker``
+with tools/ on its path; it needs neither nfzoo nor the rest of this package. It reads the
+training stream from an .npz file, builds BayesFlow's coupling flow and answers one JSON
+command per line on stdin:
 
     {"cmd": "block", "steps": n}            -> {"seconds": t}  (n training steps, timed here)
     {"cmd": "sample", "x": [...], "n": m, "seed": s} -> {"samples": [[...], ...]}
