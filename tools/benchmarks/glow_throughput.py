@@ -2,9 +2,9 @@
 on sklearn's digits as 8x8x1 images (``nfzoo.data.digits_images``, the 1000 training images,
 counts 0..16 dequantized once with + U[0, 1), so data in [0, 17]^64), in one fixed order, for
   - nfzoo: ``nfzoo.build("glow", (8, 8, 1), num_scales=2, layers_per_scale=8,
-    hidden_channels=64, num_levels=17)`` (logit pre-processing included) trained by Keras ``fit`` as in
-    train-throughput, with ``compile(learning_rate=1e-3)`` (XLA) and, as ``nfzoo-graph``,
-    with ``jit_compile=False``;
+    hidden_channels=64, num_levels=17)`` (logit pre-processing included) trained by Keras
+    ``fit`` as in train-throughput, with ``compile(learning_rate=1e-3)`` (XLA) and, as
+    ``nfzoo-graph``, with ``jit_compile=False``;
   - TFP stock: ``tfb.Glow(output_shape=(8, 8, 1), num_glow_blocks=2, num_steps_per_block=8,
     coupling_bijector_fn=partial(tfb.GlowDefaultNetwork, num_hidden=64),
     exit_bijector_fn=tfb.GlowDefaultExitNetwork)`` (its helpers are tf_keras networks, used as
