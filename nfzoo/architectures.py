@@ -57,6 +57,7 @@ import random
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 import numpy as np
@@ -373,7 +374,7 @@ def build(
         options["context_dim"] = context_dim
     with _seeded_initializers(seed):
         layers = entry.builder(event, dtype=dtype, seed=seed, **options)
-        if conditional_base:
+        if conditional_base and context_dim is not None:  # checked above: both or neither
             layers = [ConditionalAffine(context_dim, dtype=dtype, name="conditional_base"), *layers]
         if standardize:
             layers.append(ActNorm(event_ndims=entry.event_rank, dtype=dtype, name="standardize"))
@@ -443,7 +444,7 @@ def _activation(value) -> str:
 # ---- vector architectures -----------------------------------------------------------------
 
 #: the options of every MLP / MADE conditioner, and their defaults
-_CONDITIONER = {"hidden_units": (64, 64), "activation": "relu"}
+_CONDITIONER: dict[str, Any] = {"hidden_units": (64, 64), "activation": "relu"}
 #: the options of the spline layers, and their defaults
 _SPLINE = {"bins": 8, "bound": 5.0}
 
@@ -498,7 +499,7 @@ def _register_conditioned(
             layer(mask="half", flip=i % 2 == 1, dtype=dtype, **options) for i in range(count)
         ]
 
-    builder.__signature__ = signature
+    builder.__dict__["__signature__"] = signature  # what inspect and Architecture.options read
     builder.__name__ = builder.__qualname__ = "_" + name.replace("-", "_")
     builder.__doc__ = doc
     _add(name, builder, summary, paper, conditional=True)

@@ -387,17 +387,22 @@ def cmd_list(args) -> None:
     if not entries:
         print("no pretrained entries match")
         return
-    width = max(len(e.name) for e in entries)
+    width = max(len(entry.name) for entry in entries)
     print(
         f"{'name':{width}s} {'kind':10s} {'architecture':21s} {'data/target':16s} "
         f"{'metric (nats)':>22s} {'size':>8s}  former names"
     )
-    for e in entries:
-        label, value = e.headline
-        data = e.dataset.get("name") or e.dataset.get("target") or e.dataset.get("task", "")
+    for entry in entries:
+        label, value = entry.headline
+        data = (
+            entry.dataset.get("name")
+            or entry.dataset.get("target")
+            or entry.dataset.get("task", "")
+        )
         print(
-            f"{e.name:{width}s} {e.kind:10s} {e.architecture:21s} {data:16s} "
-            f"{label:>12s} {value:9.4f} {e.size_bytes / 1e6:7.2f}M  {', '.join(e.aliases)}"
+            f"{entry.name:{width}s} {entry.kind:10s} {entry.architecture:21s} {data:16s} "
+            f"{label:>12s} {value:9.4f} {entry.size_bytes / 1e6:7.2f}M  "
+            f"{', '.join(entry.aliases)}"
         )
 
 

@@ -407,7 +407,7 @@ _register(
 #: 4 fixed dequantizations from seed 100 (validation: seed 1100). Glow and multi-scale
 #: RealNVP at the sizes of tools/image_ablation.py; validation bits/dim every 100 steps keeps
 #: the best weights (with 1000 training images they overfit).
-_DIGIT_IMAGES = {
+_DIGIT_IMAGES: dict[str, Any] = {
     "event_shape": (8, 8, 1),
     "dataset": {"name": "digits-images", "seed": 0},
     "evaluation": {"dequantization_draws": 4, "seed": 100},

@@ -138,8 +138,9 @@ def stale_declaration(preset: Preset, record: dict[str, Any]) -> list[str]:
     (``Kind.current_options``), so a renamed option is no change."""
     recorded = dict(record)
     arch = record.get("architecture")
-    if isinstance(arch, dict) and isinstance(arch.get("options"), dict):
-        options = KINDS.get(preset.kind).current_options(arch.get("name"), arch["options"])
+    name = arch.get("name") if isinstance(arch, dict) else None
+    if isinstance(arch, dict) and isinstance(name, str) and isinstance(arch.get("options"), dict):
+        options = KINDS.get(preset.kind).current_options(name, arch["options"])
         recorded["architecture"] = {**arch, "options": options}
     return [key for key, value in preset.declaration().items() if recorded.get(key) != value]
 
