@@ -308,3 +308,21 @@ def test_an_entry_recorded_under_former_names_still_loads_and_verifies():
     assert len(flow.flow_layers) == 3 * 8
     check = pretrained.verify("glow-1d-pinwheel")
     assert all(c.ok for c in check)
+
+
+def test_former_module_and_attribute_names_warn_and_forward():
+    import importlib
+    import sys
+
+    sys.modules.pop("nfzoo.models", None)
+    with pytest.warns(FutureWarning, match="nfzoo.architectures"):
+        models = importlib.import_module("nfzoo.models")
+    assert models.build is nfzoo.architectures.build
+    assert models.list_architectures() == nfzoo.list_architectures()
+
+    from nfzoo import targets, vi
+
+    model = vi.ReverseKL(nfzoo.build("planar", 2, num_layers=1), "u1", num_samples=4)
+    assert isinstance(model.target, targets.Target) and model.target.name == "u1"
+    with pytest.warns(FutureWarning, match="ReverseKL.target"):
+        assert model.log_target is model.target
