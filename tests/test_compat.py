@@ -4,8 +4,6 @@ here by name. Two-replica cases run in fresh processes (devices and TF_CONFIG ar
 TensorFlow start-up)."""
 
 import json
-import os
-import socket
 import subprocess
 import sys
 
@@ -14,19 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from processes import run_local_workers, subprocess_env
 
 from nfzoo import _compat
 from nfzoo.layers import InvertibleLinear
 from nfzoo.nets import Dense
 
 tfb, tfd = tfp.bijectors, tfp.distributions
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env.update(extra)
-    return env
 
 
 #: the hooks under MirroredStrategy on two logical CPUs; prints one JSON line of results
@@ -81,7 +73,7 @@ def two_replicas():
         [sys.executable, "-c", TWO_REPLICAS],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=subprocess_env(),
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -169,41 +161,14 @@ print("RESULT", strategy.num_replicas_in_sync, _compat.in_multi_worker_mode(stra
 """
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_in_multi_worker_mode_with_two_workers():
     """Two worker processes (half a minute): the default suite reaches the same answer
     through tests/test_distributed.py, whose multi-worker fit fails in Keras's reduction of
     logs unless ``in_multi_worker_mode`` holds there."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER],
-            env=_env(
-                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        outputs = [w.communicate(timeout=300) for w in workers]
-    finally:
-        for w in workers:
-            w.kill()
-    for w, (stdout, stderr) in zip(workers, outputs):
-        assert w.returncode == 0, stderr[-3000:]
+    results = run_local_workers([sys.executable, "-c", WORKER], timeout=300)
+    for returncode, stdout, stderr in results:
+        assert returncode == 0, stderr[-3000:]
         assert "RESULT 2 True" in stdout, stdout
 
 

@@ -2,13 +2,11 @@
 on two logical CPU devices, and MultiWorkerMirroredStrategy with two worker processes on
 loopback. Each runs in fresh processes (devices and TF_CONFIG are fixed at TF start-up)."""
 
-import json
-import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
+from processes import run_local_workers, subprocess_env
 
 import nfzoo
 
@@ -22,13 +20,6 @@ raise SystemExit(main(sys.argv[1:]))
 """
 
 
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env.update(extra)
-    return env
-
-
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     out = tmp_path / "mirrored"
     argv = ["train", "maf", "--data", "moons", "--num-points", "4000", "--steps", "200"]
@@ -36,7 +27,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         [sys.executable, "-c", TWO_CPUS, *argv, "--strategy", "mirrored", "--out", str(out)],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=subprocess_env(),
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -45,18 +36,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert np.isfinite(flow.log_prob(nfzoo.data.make_moons(100))).all()
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_multi_worker_strategy_with_two_local_workers(tmp_path):
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     out = tmp_path / "multiworker"
     argv = [
         sys.executable,
@@ -75,26 +55,10 @@ def test_multi_worker_strategy_with_two_local_workers(tmp_path):
         "--out",
         str(out),
     ]
-    workers = [
-        subprocess.Popen(
-            argv,
-            env=_env(
-                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        outputs = [w.communicate(timeout=600) for w in workers]
-    finally:
-        for w in workers:
-            w.kill()
-    for w, (_, stderr) in zip(workers, outputs):
-        assert w.returncode == 0, stderr[-3000:]
-    assert "on 2 replica(s)" in outputs[0][0]  # the chief reports and writes the model
+    results = run_local_workers(argv)
+    for returncode, _, stderr in results:
+        assert returncode == 0, stderr[-3000:]
+    assert "on 2 replica(s)" in results[0][1]  # the chief reports and writes the model
     flow = nfzoo.load(out)
     assert np.isfinite(flow.log_prob(nfzoo.data.make_moons(100))).all()
 
@@ -128,7 +92,7 @@ def test_a_non_finite_step_on_one_replica_stops_mirrored_training():
         [sys.executable, "-c", NAN_UNDER_MIRRORED],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=subprocess_env(),
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
