@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -164,6 +165,15 @@ def made_masks(degrees: list[np.ndarray], params_per_dim: int) -> list[np.ndarra
     return masks
 
 
+class MadeWeights(NamedTuple):
+    """The weights of a MADE pass: masked kernels W * M and biases, input to output, and the
+    kernel of the context into the first hidden layer (None without a context)."""
+
+    kernels: list
+    biases: list
+    context_kernel: Any
+
+
 def _degree_layout(degrees: np.ndarray, input_dim: int) -> tuple[np.ndarray, int]:
     """The units of one MADE hidden layer sorted by degree (0..D-1), each degree's block
     padded to the widest: (the unit at each position, -1 for padding; the block width)."""
@@ -258,21 +268,52 @@ class MADE(keras.layers.Layer):
             )
 
     def call(self, x, context=None):
-        if (context is None) != (self.context_kernel is None):
+        return self.call_with(self.masked_weights(), x, context)
+
+    def masked_weights(self) -> MadeWeights:
+        """The weights as the passes use them: each kernel times its mask (W * M, formed once
+        per call), the biases, and the context kernel (None without a context)."""
+        masked = [k * m for k, m in zip(self.kernels, self.masks)]
+        return MadeWeights(masked, list(self.biases), self.context_kernel)
+
+    def call_with(self, weights: MadeWeights, x: tf.Tensor, context=None) -> tf.Tensor:
+        """The MADE pass on ``weights`` (``masked_weights()``, or the same frozen as constants
+        by an export): outputs [..., params_per_dim, D]."""
+        if (context is None) != (weights.context_kernel is None):
             raise ValueError(
                 f"MADE built with context_dim={self.context_dim} was called "
                 f"{'without' if context is None else 'with'} a context."
             )
         h = x
-        n = len(self.kernels)
+        n = len(weights.kernels)
         for i in range(n):
-            h = matmul(h, self.kernels[i] * self.masks[i]) + self.biases[i]
+            h = matmul(h, weights.kernels[i]) + weights.biases[i]
             if i == 0 and context is not None:
-                h = h + matmul(context, self.context_kernel)
+                h = h + matmul(context, weights.context_kernel)
             if i < n - 1:
                 h = self.activation_fn(h)
         batch = tf.shape(x)[:-1]
         return tf.reshape(h, tf.concat([batch, [self.params_per_dim, self.input_dim]], 0))
+
+    def solve_plan(self, weights: MadeWeights | None = None) -> MadeWeights:
+        """``weights`` (default ``masked_weights()``) in the layout ``solve`` steps through:
+        inputs and outputs in the order of their degrees, each hidden layer's units sorted by
+        degree and every degree's block padded with zero units to the widest."""
+        weights = weights or self.masked_weights()
+        D, P = self.input_dim, self.params_per_dim
+        degrees = made_degrees(D, self.hidden_units, self.ordering, self.seed)
+        by_degree = np.argsort(degrees[0], kind="stable")
+        units = [_degree_layout(d, D)[0] for d in degrees[1:]]
+        outputs = (by_degree[:, None] + D * np.arange(P)[None, :]).reshape(-1)
+        rows, cols = [by_degree, *units], [*units, outputs]
+        kernels = [
+            _take(_take(k, rows[i], axis=0), cols[i], axis=1) for i, k in enumerate(weights.kernels)
+        ]
+        biases = [_take(b[None, :], cols[i], axis=1)[0] for i, b in enumerate(weights.biases)]
+        context_kernel = weights.context_kernel
+        if context_kernel is not None:
+            context_kernel = _take(context_kernel, cols[0], axis=1)
+        return MadeWeights(kernels, biases, context_kernel)
 
     def solve(
         self,
@@ -280,6 +321,7 @@ class MADE(keras.layers.Layer):
         law: Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]],
         context: tf.Tensor | None = None,
         unroll: bool = False,
+        plan: MadeWeights | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """Solves u = law(target; MADE(u)) for u [N, D]: the sequential direction of an
         autoregressive flow (MAF's sampling, IAF's density). ``law(t_i, h_i)`` maps one
@@ -303,35 +345,28 @@ class MADE(keras.layers.Layer):
         once per call (gathering the masked kernels), and each degree's block is padded to
         the widest, so every step has the same static shapes: under XLA the D steps are one
         while loop. ``unroll`` writes the D steps out instead (static slices, no loop: the
-        export graphs).
+        export graphs). ``plan`` is ``solve_plan()``'s result, frozen where the caller has it
+        (exports); by default it is formed from the weights.
         """
         D, P, L = self.input_dim, self.params_per_dim, len(self.hidden_units)
         dtype = target.dtype
         degrees = made_degrees(D, self.hidden_units, self.ordering, self.seed)
         by_degree = np.argsort(degrees[0], kind="stable")  # step s reads input by_degree[s]
-        layouts = [_degree_layout(d, D) for d in degrees[1:]]  # (unit index table, width)
-        outputs = (by_degree[:, None] + D * np.arange(P)[None, :]).reshape(-1)  # [s, p]
-        rows = [by_degree, *(index for index, _ in layouts)]
-        cols = [*(index for index, _ in layouts), outputs]
-        # masked kernels in the sorted, padded layouts: K[l] [rows of l, cols of l]
-        K = [
-            _take(_take(k * m, rows[i], axis=0), cols[i], axis=1)
-            for i, (k, m) in enumerate(zip(self.kernels, self.masks))
-        ]
-        biases = [_take(b[None, :], cols[i], axis=1)[0] for i, b in enumerate(self.biases)]
+        widths = [_degree_layout(d, D)[1] for d in degrees[1:]]
+        K, biases, context_kernel = plan or self.solve_plan()
         # the kernels out of hidden layer l, one block of rows per degree: [D, width, cols]
-        blocks = [tf.reshape(K[i + 1], [D, width, -1]) for i, (_, width) in enumerate(layouts)]
+        blocks = [tf.reshape(K[i + 1], [D, width, -1]) for i, width in enumerate(widths)]
         batch = tf.shape(target)[:1]
         pre = [tf.zeros(tf.concat([batch, tf.shape(b)], 0), dtype) + b for b in biases]
         if context is not None:
-            pre[0] += matmul(context, _take(self.context_kernel, cols[0], axis=1))
+            pre[0] += matmul(context, context_kernel)
         target = tf.gather(target, by_degree, axis=-1)
         u0 = tf.zeros_like(target)
         ldj0 = tf.zeros(batch, dtype)
 
         def step(s, u, pre, ldj):
             pre = list(pre)
-            for i, (_, width) in enumerate(layouts):  # the units of degree s are final
+            for i, width in enumerate(widths):  # the units of degree s are final
                 h = self.activation_fn(tf.slice(pre[i], tf.stack([0, s * width]), [-1, width]))
                 pre[i + 1] += tf.matmul(h, blocks[i][s])
             params = tf.slice(pre[L], tf.stack([0, s * P]), [-1, P])

@@ -49,6 +49,8 @@ from nfzoo.layers import (
     SylvesterOrthogonal,
     SylvesterTriangular,
 )
+from nfzoo.layers.autoregressive import Autoregressive
+from nfzoo.nets import MadeWeights
 from nfzoo.registry import Registry
 
 __all__ = [
@@ -149,6 +151,42 @@ def _sylvester_kernel(layer) -> ExportKernel:
         return x, tf.reduce_sum(tf.math.log1p((1.0 - h**2) * diag), axis=-1)
 
     return ExportKernel(forward, None)
+
+
+#: autoregressive layers on at most this many dimensions export their sequential direction
+#: as D steps written out (no loop); wider ones as one loop over the steps
+UNROLL_LIMIT = 64
+
+
+@register_export_kernel(Autoregressive)
+def _autoregressive_kernel(layer) -> ExportKernel:
+    """MAF, IAF and the spline autoregressive layer with W * M frozen as constants: the
+    parallel direction is one MADE pass on them, the sequential one ``MADE.solve``'s D steps
+    on the kernels sorted by degree (also frozen), each step computing only the units and the
+    output columns it needs; written out step by step up to ``UNROLL_LIMIT`` dimensions."""
+    made = layer.made
+
+    def frozen(weights: MadeWeights) -> MadeWeights:
+        def const(t):
+            return None if t is None else _const(t.numpy(), layer)
+
+        return MadeWeights(
+            [const(k) for k in weights.kernels],
+            [const(b) for b in weights.biases],
+            const(weights.context_kernel),
+        )
+
+    masked = made.masked_weights()
+    weights, plan = frozen(masked), frozen(made.solve_plan(masked))
+    unroll = layer.event_dim <= UNROLL_LIMIT
+
+    def forward(z, context=None):
+        return layer.autoregressive_pass(z, context, False, weights, plan, unroll)
+
+    def inverse(x, context=None):
+        return layer.autoregressive_pass(x, context, True, weights, plan, unroll)
+
+    return ExportKernel(forward, inverse)
 
 
 def _chain_pass(passes, reverse: bool):

@@ -47,10 +47,10 @@ import tensorflow as tf
 
 from nfzoo.bijector_layer import BijectorLayer, context_size, register_layer
 from nfzoo.layers.coupling import coupling_law
-from nfzoo.nets import MADE, hidden_units_list
+from nfzoo.nets import MADE, MadeWeights, hidden_units_list
 from nfzoo.ops import soft_clamp
 
-__all__ = ["InverseAutoregressive", "MaskedAutoregressive", "affine_forward"]
+__all__ = ["Autoregressive", "InverseAutoregressive", "MaskedAutoregressive", "affine_forward"]
 
 
 def affine_params(made_output: tf.Tensor, log_scale_clamp: float | None):
@@ -64,7 +64,7 @@ def affine_forward(z: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor):
     return z * tf.exp(log_scale) + shift, tf.reduce_sum(log_scale, axis=-1)
 
 
-class _Autoregressive(BijectorLayer):
+class Autoregressive(BijectorLayer):
     """Shared body of the autoregressive layers (see the module docstring). A subclass sets
     ``params_per_dim``, ``reads`` ("data": MAF's direction; "noise": IAF's) and implements
     ``_law(u, h, inverse)``, the element-wise map given the MADE output h [N, P, D]."""
@@ -107,24 +107,31 @@ class _Autoregressive(BijectorLayer):
         """(u', log|det du'/du| per example) for the MADE output h [N, P, D]."""
         raise NotImplementedError
 
-    def _parallel(self, u, c, context, inverse: bool):
-        """The law applied to u with the MADE reading c: one MADE pass."""
-        return self._law(u, self.made(c, context), inverse)
-
-    def _sequential(self, target, context, inverse: bool):
-        """Solves u = law(target; MADE(u)) for u in D steps (``MADE.solve``); returns (u,
-        log-det)."""
-        return self.made.solve(target, lambda t, h: self._law(t, h, inverse), context)
+    def autoregressive_pass(
+        self,
+        u: tf.Tensor,
+        context: tf.Tensor | None,
+        inverse: bool,
+        weights: MadeWeights | None = None,
+        plan: MadeWeights | None = None,
+        unroll: bool = False,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """One direction on folded u [N, D]: where the MADE reads this pass's input side
+        (MAF's inverse, IAF's forward) one MADE pass on ``weights`` (default: the layer's,
+        masked); otherwise ``MADE.solve`` on ``plan`` (``unroll``: the D steps written out).
+        Exports pass both frozen as constants."""
+        if (self.reads == "data") == inverse:
+            weights = weights or self.made.masked_weights()
+            return self._law(u, self.made.call_with(weights, u, context), inverse)
+        return self.made.solve(
+            u, lambda t, h: self._law(t, h, inverse), context, unroll=unroll, plan=plan
+        )
 
     def _forward_and_log_det(self, z, context=None):
-        if self.reads == "noise":
-            return self._parallel(z, z, context, inverse=False)
-        return self._sequential(z, context, inverse=False)
+        return self.autoregressive_pass(z, context, inverse=False)
 
     def _inverse_and_log_det(self, x, context=None):
-        if self.reads == "data":
-            return self._parallel(x, x, context, inverse=True)
-        return self._sequential(x, context, inverse=True)
+        return self.autoregressive_pass(x, context, inverse=True)
 
     def get_config(self):
         return {
@@ -137,7 +144,7 @@ class _Autoregressive(BijectorLayer):
         }
 
 
-class _AffineAutoregressive(_Autoregressive):
+class _AffineAutoregressive(Autoregressive):
     """The affine law x = z * exp(s) + m of MAF and IAF, s soft-clamped."""
 
     params_per_dim = 2

@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from nfzoo.bijector_layer import register_layer
-from nfzoo.layers.autoregressive import _Autoregressive
+from nfzoo.layers.autoregressive import Autoregressive
 from nfzoo.layers.coupling import _Coupling
 
 __all__ = ["SplineAutoregressive", "SplineCoupling", "rational_quadratic_spline", "spline_knots"]
@@ -211,7 +211,7 @@ class SplineCoupling(_SplineLaw, _Coupling):
 
 
 @register_layer
-class SplineAutoregressive(_SplineLaw, _Autoregressive):
+class SplineAutoregressive(_SplineLaw, Autoregressive):
     """Rational-quadratic spline autoregressive layer (NSF's autoregressive variant, MAF's
     direction): x_i = g(z_i; theta_i(x_<i)), theta from a MADE reading the data side;
     log|det dx/dz| = sum_i log g'(z_i).
