@@ -26,7 +26,7 @@ __all__ = [
 
 
 def build_chain(
-    layers: Sequence[BijectorLayer], data_event_shape: Sequence[int]
+    layers: Sequence[BijectorLayer], data_event_shape: Sequence[int | None]
 ) -> tuple[int, ...]:
     """Builds ``layers`` (generative order) for data events of ``data_event_shape``, walking
     from the data side: each layer is built on its forward-input shape, the inverse image of
