@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -91,18 +92,26 @@ class AmortizedFlow(keras.layers.Layer):
     def _seed(self, i: int):
         return None if self.seed is None else self.seed + 101 * i
 
-    def build(self, context_shape):
-        self.context_dim = int(context_shape[-1])
+    def build(self, context_shape: Sequence[int | None]) -> None:
+        context_dim = context_shape[-1]
+        if context_dim is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a known context size; received shape {context_shape}."
+            )
+        self.context_dim = int(context_dim)
         self._build_heads(self.context_dim)
 
     def _build_heads(self, context_dim: int) -> None:
         """Creates the layers that map the context to parameters."""
 
-    def flow_parameters(self, h):
-        """Per-example parameters of every step from the context h [B, H]."""
+    def flow_parameters(self, h: tf.Tensor) -> tf.Tensor | tuple[tf.Tensor, ...]:
+        """Per-example parameters of every step from the context h [B, H] (a tensor, or a
+        tuple of them, as the subclass's ``_step`` reads them)."""
         return h
 
-    def forward_and_log_det(self, z, params):
+    def forward_and_log_det(
+        self, z: tf.Tensor, params: tf.Tensor | tuple[tf.Tensor, ...]
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         total = tf.zeros(tf.shape(z)[:-1], z.dtype)
         for k in range(self.num_flows):
             z, ldj = self._step(k, z, params)
@@ -112,10 +121,10 @@ class AmortizedFlow(keras.layers.Layer):
     def _step(self, k, z, params):
         raise NotImplementedError
 
-    def call(self, z, h):
+    def call(self, z: tf.Tensor, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return self.forward_and_log_det(z, self.flow_parameters(h))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "latent_dim": self.latent_dim,
@@ -148,7 +157,7 @@ class AmortizedPlanar(AmortizedFlow):
         for head in (self.u_head, self.w_head, self.b_head):
             head.build((None, context_dim))
 
-    def flow_parameters(self, h):
+    def flow_parameters(self, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         D, K = self.latent_dim, self.num_flows
         u = tf.reshape(self.u_head(h), [-1, K, D])
         w = tf.reshape(self.w_head(h), [-1, K, D])
@@ -185,7 +194,7 @@ class _AmortizedSylvester(AmortizedFlow):
         """Per-example Q, [B, K, D, M] (or a constant [K, D, M])."""
         raise NotImplementedError
 
-    def flow_parameters(self, h):
+    def flow_parameters(self, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         M, K = self._num_vectors(), self.num_flows
         r1 = tf.reshape(self.r1_head(h), [-1, K, M, M])
         r2 = tf.reshape(self.r2_head(h), [-1, K, M, M])
@@ -229,7 +238,7 @@ class AmortizedSylvesterOrthogonal(_AmortizedSylvester):
         D, M, K = self.latent_dim, self._num_vectors(), self.num_flows
         return orthogonalize(tf.reshape(self.q_head(h), [-1, K, D, M]))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_vectors": self.num_vectors}
 
 
@@ -259,7 +268,7 @@ class AmortizedSylvesterHouseholder(_AmortizedSylvester):
         R = self.num_reflections or D
         return householder_product(tf.reshape(self.v_head(h), [-1, K, R, D]))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_reflections": self.num_reflections}
 
 
@@ -315,7 +324,7 @@ class AmortizedIAF(AmortizedFlow):
     def _step(self, k, z, h):
         return affine_forward(z, *affine_params(self.mades[k](z, h), self.log_scale_clamp))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "hidden_units": self.hidden_units,

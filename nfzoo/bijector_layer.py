@@ -56,15 +56,17 @@ TensorFlow, Keras and TFP hooks this takes are named in ``nfzoo._compat``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import keras
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from nfzoo import _compat
+from nfzoo._types import TensorLike
 from nfzoo.registry import Registry
 
 tfb = tfp.bijectors
@@ -184,15 +186,16 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
 
     # ---- Keras role -------------------------------------------------------------------
 
-    def build(self, input_shape) -> None:
+    def build(self, input_shape: Sequence[int | None]) -> None:
         shape = tuple(input_shape)
         if len(shape) < self.event_ndims:
             raise ValueError(
                 f"{type(self).__name__} expects inputs of rank >= {self.event_ndims} "
                 f"(batch dims + event of rank {self.event_ndims}); received shape {shape}."
             )
-        event_shape = tuple(shape[len(shape) - self.event_ndims :])
-        if any(d is None for d in event_shape):
+        event = shape[len(shape) - self.event_ndims :]
+        event_shape = tuple(d for d in event if d is not None)
+        if len(event_shape) != len(event):
             raise ValueError(
                 f"{type(self).__name__} needs a fully known event shape; received {shape}."
             )
@@ -204,10 +207,10 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
     def _build_event(self, event_shape: tuple[int, ...]) -> None:
         """Creates the layer's weights for events of ``event_shape``. Default: none."""
 
-    def call(self, inputs, context=None):
+    def call(self, inputs: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
         return self.forward(inputs, context=context)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         shape = tuple(input_shape)
         batch, event = (
             shape[: len(shape) - self.event_ndims],
@@ -239,7 +242,7 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
         return tuple(self._forward_event_shape(tf.TensorShape(self._event_shape_in)).as_list())
 
     def add_weight_from_array(
-        self, name: str, value, trainable: bool = True, dtype: Any = None
+        self, name: str, value: npt.ArrayLike, trainable: bool = True, dtype: Any = None
     ) -> keras.Variable:
         """A weight initialised to ``value``, for initial values computed in numpy (LU factors
         of a rotation, seeded draws). Its dtype is the layer's unless ``dtype`` is given."""
@@ -269,34 +272,52 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
 
     # ---- TFP role: public methods check their input once, then defer to TFP ----------
 
-    def forward(self, x, name: str = "forward", context=None, **kwargs):
+    def forward(
+        self, x: TensorLike, name: str = "forward", context: TensorLike | None = None, **kwargs
+    ) -> tf.Tensor:
         x = self._prepare(x, inverse=False)
         return super().forward(x, name=name, **self._context_kwargs(context), **kwargs)
 
-    def inverse(self, y, name: str = "inverse", context=None, **kwargs):
+    def inverse(
+        self, y: TensorLike, name: str = "inverse", context: TensorLike | None = None, **kwargs
+    ) -> tf.Tensor:
         y = self._prepare(y, inverse=True)
         return super().inverse(y, name=name, **self._context_kwargs(context), **kwargs)
 
     def forward_log_det_jacobian(
-        self, x, event_ndims=None, name="forward_log_det_jacobian", context=None, **kw
-    ):
+        self,
+        x: TensorLike,
+        event_ndims: int | None = None,
+        name: str = "forward_log_det_jacobian",
+        context: TensorLike | None = None,
+        **kw,
+    ) -> tf.Tensor:
         x = self._prepare(x, inverse=False)
         kw.update(self._context_kwargs(context))
         return super().forward_log_det_jacobian(x, event_ndims=event_ndims, name=name, **kw)
 
     def inverse_log_det_jacobian(
-        self, y, event_ndims=None, name="inverse_log_det_jacobian", context=None, **kw
-    ):
+        self,
+        y: TensorLike,
+        event_ndims: int | None = None,
+        name: str = "inverse_log_det_jacobian",
+        context: TensorLike | None = None,
+        **kw,
+    ) -> tf.Tensor:
         y = self._prepare(y, inverse=True)
         kw.update(self._context_kwargs(context))
         return super().inverse_log_det_jacobian(y, event_ndims=event_ndims, name=name, **kw)
 
-    def forward_and_log_det(self, z, context=None) -> tuple[tf.Tensor, tf.Tensor]:
+    def forward_and_log_det(
+        self, z: TensorLike, context: TensorLike | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(x, log|det dx/dz|)`` in one pass; the log-det has the batch shape."""
         z = self._prepare(z, inverse=False)
         return self._batched_pass(z, self._context_kwargs(context).get("context"), False)
 
-    def inverse_and_log_det(self, x, context=None) -> tuple[tf.Tensor, tf.Tensor]:
+    def inverse_and_log_det(
+        self, x: TensorLike, context: TensorLike | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns ``(z, log|det dz/dx|)`` in one pass; the log-det has the batch shape."""
         x = self._prepare(x, inverse=True)
         return self._batched_pass(x, self._context_kwargs(context).get("context"), True)
@@ -306,7 +327,9 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
         """Whether the layer reads a context (built with ``context_dim``)."""
         return self.context_dim is not None
 
-    def folded_pass(self, u, context=None, inverse: bool = False):
+    def folded_pass(
+        self, u: tf.Tensor, context: tf.Tensor | None = None, inverse: bool = False
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """One pass on folded inputs (``[N, *event]``, context [N, C] or None): the internal
         entry point of chains (``nfzoo.chain``), which fold the batch once for all layers.
         An unconditional layer ignores ``context``."""
@@ -383,7 +406,7 @@ class BijectorLayer(keras.layers.Layer, _Bijector):
         return x
 
 
-def context_size(context_dim, who: str) -> int | None:
+def context_size(context_dim: int | np.integer | None, who: str) -> int | None:
     """``context_dim`` as an int >= 1, or None; a ValueError names anything else."""
     if context_dim is None:
         return None

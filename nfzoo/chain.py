@@ -7,10 +7,13 @@ The passes take folded inputs ([N, *event], context [N, C] or None, see
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from nfzoo import _compat
+from nfzoo.bijector_layer import BijectorLayer
 
 __all__ = [
     "ContextChain",
@@ -22,7 +25,9 @@ __all__ = [
 ]
 
 
-def build_chain(layers, data_event_shape) -> tuple[int, ...]:
+def build_chain(
+    layers: Sequence[BijectorLayer], data_event_shape: Sequence[int | None]
+) -> tuple[int, ...]:
     """Builds ``layers`` (generative order) for data events of ``data_event_shape``, walking
     from the data side: each layer is built on its forward-input shape, the inverse image of
     the shape after it. Returns the base-side event shape."""
@@ -34,7 +39,7 @@ def build_chain(layers, data_event_shape) -> tuple[int, ...]:
     return tuple(shape.as_list())
 
 
-def chain_context_dim(layers, who: str) -> int | None:
+def chain_context_dim(layers: Sequence[BijectorLayer], who: str) -> int | None:
     """The context size C that the conditional layers of ``layers`` share (None when no layer
     is conditional); a ValueError when they disagree."""
     sizes = {layer.context_dim for layer in layers if layer.context_dim is not None}
@@ -46,8 +51,11 @@ def chain_context_dim(layers, who: str) -> int | None:
     return sizes.pop() if sizes else None
 
 
-def chain_forward(layers, z, context=None):
-    """z -> x through ``layers`` in order; returns (x, sum of log|det dx/dz|)."""
+def chain_forward(
+    layers: Sequence[BijectorLayer], z: tf.Tensor, context: tf.Tensor | None = None
+) -> tuple[tf.Tensor, tf.Tensor | float]:
+    """z -> x through ``layers`` in order; returns (x, sum of log|det dx/dz|), the sum the
+    Python float 0.0 for no layer."""
     total = 0.0
     for layer in layers:
         z, ldj = layer.folded_pass(z, context, inverse=False)
@@ -55,8 +63,11 @@ def chain_forward(layers, z, context=None):
     return z, total
 
 
-def chain_inverse(layers, x, context=None):
-    """x -> z through ``layers`` in reverse order; returns (z, sum of log|det dz/dx|)."""
+def chain_inverse(
+    layers: Sequence[BijectorLayer], x: tf.Tensor, context: tf.Tensor | None = None
+) -> tuple[tf.Tensor, tf.Tensor | float]:
+    """x -> z through ``layers`` in reverse order; returns (z, sum of log|det dz/dx|), the sum
+    the Python float 0.0 for no layer."""
     total = 0.0
     for layer in reversed(layers):
         x, ldj = layer.folded_pass(x, context, inverse=True)
@@ -64,7 +75,9 @@ def chain_inverse(layers, x, context=None):
     return x, total
 
 
-def initialize_chain(layers, x, context=None) -> None:
+def initialize_chain(
+    layers: Sequence[BijectorLayer], x: tf.Tensor, context: tf.Tensor | None = None
+) -> None:
     """Initialises the data-dependent layers of ``layers`` (ActNorm) from a batch ``x`` on the
     data side, running the inverse pass from the data side up to the last such layer."""
     pending = [layer.needs_data_init for layer in layers]
@@ -89,7 +102,12 @@ class ContextChain(tfp.bijectors.Chain):
     during training). ``context_transform`` (the flow's check and standardisation of the
     context) is applied to the context first."""
 
-    def __init__(self, bijectors, context_transform=None, **kwargs):
+    def __init__(
+        self,
+        bijectors: Sequence[tfp.bijectors.Bijector],
+        context_transform: Callable[[tf.Tensor], tf.Tensor] | None = None,
+        **kwargs,
+    ):
         super().__init__(bijectors, **kwargs)
         self._context_transform = context_transform
 

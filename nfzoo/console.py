@@ -20,6 +20,8 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
+from types import ModuleType
+from typing import TextIO
 
 __all__ = [
     "import_tensorflow",
@@ -63,7 +65,7 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(null)
 
 
-def import_tensorflow():
+def import_tensorflow() -> ModuleType:
     """Imports TensorFlow (and Keras) quietly and returns the ``tensorflow`` module. The first
     import in a process also enumerates the devices inside the silenced block, since that is
     when a machine without a GPU logs its failed cuInit."""
@@ -98,7 +100,7 @@ def quiet_python() -> None:
         warnings.filterwarnings("ignore", module=module)
 
 
-def progress_verbosity(stream=None) -> int:
+def progress_verbosity(stream: TextIO | None = None) -> int:
     """Keras ``verbose``: 1 (a progress bar) when ``stream`` (default stdout) is a terminal,
     2 (one plain line per epoch) otherwise, e.g. when the output goes to a log file."""
     stream = sys.stdout if stream is None else stream

@@ -10,13 +10,17 @@ their metric ``bits_per_dim``. Scores of many rows: ``log_prob_in_batches``, ``m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from nfzoo.constants import LOG_2PI
 from nfzoo.registry import Registry
+
+if TYPE_CHECKING:  # imported where used: this module loads without TensorFlow
+    import tensorflow as tf
 
 __all__ = [
     "DIGITS_BINARY_THRESHOLD",
@@ -122,10 +126,16 @@ def make_moons(n: int, noise: float = 0.1, seed: int = 0) -> np.ndarray:
     return _moons(int(n), np.random.RandomState(seed), noise=noise).astype(np.float32)
 
 
-def toy_split(name: str, n_train: int, n_val: int, n_test: int, seed: int = 0):
+def toy_split(
+    name: str, n_train: int, n_val: int, n_test: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fixed train / validation / test sets of a toy density, drawn with seeds
     ``seed``, ``seed + 1`` and ``seed + 2`` (independent samples of the same density)."""
-    return tuple(make_toy(name, n, seed=seed + i) for i, n in enumerate((n_train, n_val, n_test)))
+    return (
+        make_toy(name, n_train, seed=seed),
+        make_toy(name, n_val, seed=seed + 1),
+        make_toy(name, n_test, seed=seed + 2),
+    )
 
 
 #: the fixed split of sklearn's 1797 digits used in public teaching code
@@ -144,7 +154,9 @@ def _digit_pixels(seed: int) -> np.ndarray:
     return pixels[np.random.RandomState(seed).permutation(len(pixels))]
 
 
-def digits_split(seed: int = 0, dequantize_seed: int = 1):
+def digits_split(
+    seed: int = 0, dequantize_seed: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """sklearn's 8x8 digits as 64-d continuous data in [0, 1): (pixel + u) / 17 with
     u ~ U[0, 1) (uniform dequantisation of the 17 grey levels), fixed noise, shuffled with
     ``seed`` and split 1000 / 350 / 447."""
@@ -159,7 +171,7 @@ def digits_split(seed: int = 0, dequantize_seed: int = 1):
 DIGITS_BINARY_THRESHOLD = 8
 
 
-def binarized_digits(seed: int = 0):
+def binarized_digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """sklearn's 8x8 digits as 64-d binary vectors: (train, validation, test) float32 arrays
     of 0/1, pixel = 1 where the grey level is >= ``DIGITS_BINARY_THRESHOLD`` (8 of 0..16).
     Deterministic (a fixed threshold, no random binarisation), no download; the same images,
@@ -170,7 +182,7 @@ def binarized_digits(seed: int = 0):
     return x[:a], x[a : a + b], x[a + b :]
 
 
-def digits_images(seed: int = 0):
+def digits_images(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """sklearn's 8x8 digits as images: (train, validation, test) float32 arrays of shape
     [n, 8, 8, 1] holding the grey-level counts 0..16 (``DIGITS_LEVELS`` = 17 levels), shuffled
     with ``seed`` and split 1000 / 350 / 447: the same images, in the same order, as
@@ -187,7 +199,7 @@ def dequantize(counts: np.ndarray, seed: int = 0) -> np.ndarray:
     return (counts + noise).astype(counts.dtype if counts.dtype.kind == "f" else np.float32)
 
 
-def dequantized(dataset, seed: int = 0):
+def dequantized(dataset: tf.data.Dataset, seed: int = 0) -> tf.data.Dataset:
     """A ``tf.data`` pipeline of count batches made continuous: each element x becomes
     x + u, u ~ U[0, 1) drawn afresh for every element (stateless, from a seeded stream), so
     training never sees the same dequantization twice."""
@@ -205,8 +217,17 @@ def dequantized(dataset, seed: int = 0):
 LOG_PROB_BATCH = 4096
 
 
-def log_prob_in_batches(model, x, batch_size: int = LOG_PROB_BATCH, **kwargs) -> np.ndarray:
-    """``model.log_prob`` of the rows of ``x`` (any model with one: Flow, FlowVAE's bound),
+class _HasLogProb(Protocol):
+    """What the scores below take as a model: anything whose ``log_prob(x)`` gives one
+    value per row of ``x`` (a Flow, a Target)."""
+
+    def log_prob(self, x: np.ndarray, /) -> npt.ArrayLike: ...
+
+
+def log_prob_in_batches(
+    model: _HasLogProb, x: np.ndarray, batch_size: int = LOG_PROB_BATCH, **kwargs
+) -> np.ndarray:
+    """``model.log_prob`` of the rows of ``x`` (any model with one: a Flow, a Target),
     ``batch_size`` rows per call so that memory stays flat in the number of rows; float64.
     ``kwargs`` (a ``context=`` for one context shared by every row) go to each call."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -218,7 +239,9 @@ def log_prob_in_batches(model, x, batch_size: int = LOG_PROB_BATCH, **kwargs) ->
     return np.concatenate(chunks) if chunks else np.zeros((0,), np.float64)
 
 
-def mean_nll(model, x, batch_size: int = LOG_PROB_BATCH, **kwargs) -> float:
+def mean_nll(
+    model: _HasLogProb, x: np.ndarray, batch_size: int = LOG_PROB_BATCH, **kwargs
+) -> float:
     """-mean log q(x) over the rows of ``x``, in nats (``log_prob_in_batches``)."""
     if len(x) == 0:
         raise ValueError("mean_nll needs at least one row; received none.")
@@ -226,7 +249,7 @@ def mean_nll(model, x, batch_size: int = LOG_PROB_BATCH, **kwargs) -> float:
 
 
 def bits_per_dim(
-    model,
+    model: _HasLogProb,
     counts: np.ndarray,
     num_levels: int,
     scale: float = 1.0,
@@ -285,7 +308,7 @@ def load_dataset(spec: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.nd
     )
 
 
-def split(x: np.ndarray, fractions=(0.8, 0.1, 0.1)) -> tuple[np.ndarray, ...]:
+def split(x: np.ndarray, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> tuple[np.ndarray, ...]:
     """Splits ``x`` (already shuffled) into consecutive parts of the given fractions."""
     if not np.isclose(sum(fractions), 1.0):
         raise ValueError(f"split fractions must sum to 1; received {fractions}.")

@@ -53,6 +53,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from nfzoo import _compat
+from nfzoo._types import TensorLike
 from nfzoo.bijector_layer import (
     BijectorLayer,
     as_float_tensor,
@@ -165,7 +166,7 @@ class Flow(PretrainedModel):
         self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
         self.build((None, *self.data_event_shape))
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         self.base_event_shape = build_chain(self.flow_layers, tuple(input_shape)[1:])
 
     # ---- distributions and bijector views -------------------------------------------
@@ -212,26 +213,33 @@ class Flow(PretrainedModel):
 
     # ---- public API ------------------------------------------------------------------
 
-    def log_prob(self, x, context=None) -> tf.Tensor:
+    def log_prob(self, x: TensorLike, context: TensorLike | None = None) -> tf.Tensor:
         """log q(x) (or log q(x | c)) for data ``x`` of shape ``[batch..., *event_shape]``; the
         result has the batch shape (broadcast with the context's)."""
         return self._folded(self._log_prob, self._data(x), context, False)[0]
 
-    def encode(self, x, context=None) -> tf.Tensor:
+    def encode(self, x: TensorLike, context: TensorLike | None = None) -> tf.Tensor:
         """z = f(x), the normalizing direction (needs every layer's inverse)."""
         return self._folded(self._inverse_pass, self._data(x), context, False)[0]
 
-    def generate(self, z, context=None) -> tf.Tensor:
+    def generate(self, z: TensorLike, context: TensorLike | None = None) -> tf.Tensor:
         """x = g(z), the generative direction: deterministic given the noise ``z``."""
         return self._folded(self._forward_pass, self._noise(z), context, True)[0]
 
-    def generate_and_log_prob(self, z, context=None) -> tuple[tf.Tensor, tf.Tensor]:
+    def generate_and_log_prob(
+        self, z: TensorLike, context: TensorLike | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """(x, log q(x)) with x = g(z), in one forward pass. Works for flows without inverse
         (planar, Sylvester): log q(x) = log p(z) - log|det dx/dz|."""
         return self._folded(self._generate_and_log_prob, self._noise(z), context, True)
 
     def sample(
-        self, n: int, seed: int | None = None, temperature: float = 1.0, *, context=None
+        self,
+        n: int,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        *,
+        context: TensorLike | None = None,
     ) -> tf.Tensor:
         """``n`` samples x = g(T z), z ~ p(z). An integer ``seed`` makes them reproducible.
 
@@ -258,7 +266,11 @@ class Flow(PretrainedModel):
             z = z * tf.cast(temperature, z.dtype)
         return self._folded(self._forward_pass, z, context, True)[0]
 
-    def call(self, inputs, training=None):
+    def call(
+        self,
+        inputs: tf.Tensor | Sequence[tf.Tensor] | dict[str, tf.Tensor],
+        training: bool | None = None,
+    ) -> tf.Tensor:
         """Keras entry point: log q(x), so ``flow(x)`` and ``predict`` return log-densities;
         a conditional flow takes ``(x, context)``."""
         x, context = self._split_inputs(inputs)
@@ -311,13 +323,13 @@ class Flow(PretrainedModel):
             )
         return inputs, None
 
-    def _context(self, context):
+    def _context(self, context: TensorLike | None) -> tf.Tensor | None:
         """The checked context, standardised (see ``standardized_context``); None for an
         unconditional flow."""
         context = self._checked_context(context)
         return None if context is None else self.standardized_context(context)
 
-    def _checked_context(self, context):
+    def _checked_context(self, context: TensorLike | None) -> tf.Tensor | None:
         who = f"Flow {self.name!r}"
         dtype = tf.as_dtype(self.compute_dtype)
         return check_context(context, self.context_dim, dtype, who).get("context")
@@ -348,7 +360,7 @@ class Flow(PretrainedModel):
         bits_per_dim: bool = False,
         global_clipnorm: float | None = DEFAULT_GLOBAL_CLIPNORM,
         **kwargs,
-    ):
+    ) -> None:
         """``TrainableModel.compile`` (Adam, ``jit_compile=True``, 10 steps per call of the
         compiled function, no loss: the loss is the negative log-likelihood), with gradients
         clipped by global norm by default.
@@ -363,19 +375,31 @@ class Flow(PretrainedModel):
         self._bits_per_dim_enabled = bool(bits_per_dim)
         super().compile(optimizer, learning_rate, global_clipnorm=global_clipnorm, **kwargs)
 
-    def get_compile_config(self):
+    def get_compile_config(self) -> dict[str, Any] | None:
         config = super().get_compile_config()
         if not config:  # not compiled
             return config
         return {**config, "bits_per_dim": self._bits_per_dim_enabled}
 
-    def compile_from_config(self, config):
+    def compile_from_config(self, config: dict[str, Any]) -> None:
         # Keras skips models whose compile() is overridden; this one restores its own.
         self.compile(**keras.saving.deserialize_keras_object(config))
         self.optimizer.build(self.trainable_variables)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        # y_pred is log q(x) (from ``call``); the loss is the mean negative log-likelihood.
+    def compute_loss(
+        self,
+        x: tf.Tensor | Sequence[tf.Tensor] | dict[str, tf.Tensor] | None = None,
+        y: tf.Tensor | None = None,
+        y_pred: tf.Tensor | None = None,
+        sample_weight: tf.Tensor | None = None,
+        training: bool = True,
+    ) -> tf.Tensor:
+        # y_pred is log q(x) (from ``call``); the loss is the mean negative log-likelihood. x
+        # and y are Keras's arguments, which the loss does not read.
+        if y_pred is None:
+            raise ValueError(
+                f"Flow {self.name!r}: compute_loss needs y_pred, the log-densities of call."
+            )
         if sample_weight is None:
             nll = -tf.reduce_mean(y_pred)
         else:
@@ -390,13 +414,17 @@ class Flow(PretrainedModel):
         return nll + tf.add_n(losses) if losses else nll
 
     @property
-    def metrics(self):
+    def metrics(self) -> list[keras.metrics.Metric]:
         metrics = super().metrics
         if not self._bits_per_dim_enabled:
             metrics = [m for m in metrics if m is not self.bits_per_dim_tracker]
         return metrics
 
-    def train_step(self, data):
+    def train_step(
+        self,
+        data: tf.Tensor
+        | tuple[tf.Tensor | tuple[tf.Tensor, ...] | dict[str, tf.Tensor] | None, ...],
+    ) -> dict[str, tf.Tensor]:
         """One step of Keras's training loop, guarded: a step whose loss or gradients are not
         finite changes no weight, and neither does any later step; ``fit`` then stops with
         ``NonFiniteLossError`` naming the step (``_check_finite``), so the model keeps the
@@ -432,14 +460,22 @@ class Flow(PretrainedModel):
         )
         return _shape_logs_for_multi_worker(self.compute_metrics(x, y, y_pred, weight))
 
-    def test_step(self, data):
+    def test_step(
+        self,
+        data: tf.Tensor
+        | tuple[tf.Tensor | tuple[tf.Tensor, ...] | dict[str, tf.Tensor] | None, ...],
+    ) -> dict[str, tf.Tensor]:
         x, y, weight = keras.utils.unpack_x_y_sample_weight(self._pack(data))
         y_pred = self(x, training=False)
         loss = self.compute_loss(x, y, y_pred, weight, training=False)
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(y_pred)[0])
         return _shape_logs_for_multi_worker(self.compute_metrics(x, y, y_pred, weight))
 
-    def predict_step(self, data):
+    def predict_step(
+        self,
+        data: tf.Tensor
+        | tuple[tf.Tensor | tuple[tf.Tensor, ...] | dict[str, tf.Tensor] | None, ...],
+    ) -> tf.Tensor:
         return super().predict_step(self._pack(data))
 
     def _pack(self, data):
@@ -466,7 +502,12 @@ class Flow(PretrainedModel):
         # (not keras.utils.pack_x_y_sample_weight: without y it drops the weights)
         return ((x, y),) if weight is None else ((x, y), None, weight)
 
-    def fit(self, x=None, context=None, **kwargs):
+    def fit(
+        self,
+        x: tf.Tensor | np.ndarray | tf.data.Dataset | None = None,
+        context: tf.Tensor | np.ndarray | None = None,
+        **kwargs,
+    ) -> keras.callbacks.History:
         """``keras.Model.fit`` by negative log-likelihood; compiles with the defaults if needed
         and initialises data-dependent layers from the first batch.
 
@@ -493,7 +534,12 @@ class Flow(PretrainedModel):
                 self._nonfinite_guard = _NonFiniteGuard()
         return self._nonfinite_guard
 
-    def evaluate(self, x=None, context=None, **kwargs):
+    def evaluate(
+        self,
+        x: tf.Tensor | np.ndarray | tf.data.Dataset | None = None,
+        context: tf.Tensor | np.ndarray | None = None,
+        **kwargs,
+    ) -> float | list[float] | dict[str, float]:
         """``keras.Model.evaluate``: the NLL in nats per example (compiles with the defaults
         if needed, so a loaded flow evaluates at once); ``context`` as for ``fit``."""
         x = self._keras_data(x, context, kwargs)
@@ -501,7 +547,12 @@ class Flow(PretrainedModel):
             self.compile()
         return super().evaluate(x, **kwargs)
 
-    def predict(self, x=None, context=None, **kwargs):
+    def predict(
+        self,
+        x: tf.Tensor | np.ndarray | tf.data.Dataset | None = None,
+        context: tf.Tensor | np.ndarray | None = None,
+        **kwargs,
+    ) -> np.ndarray:
         """``keras.Model.predict``: log q(x) (or log q(x | c)) in batches."""
         if context is not None:
             self._keras_data(x, context, {})  # the same checks as fit's
@@ -541,7 +592,7 @@ class Flow(PretrainedModel):
     def _context_is_initialized(self) -> bool:
         return bool(self.context_initialized.numpy() > 0)
 
-    def initialize(self, x, context=None) -> None:
+    def initialize(self, x: TensorLike, context: TensorLike | None = None) -> None:
         """Initialises data-dependent layers (ActNorm) from a batch of data ``x`` (and of its
         contexts: their standardisation first), running the inverse pass from the data side
         up to the last such layer."""
@@ -589,7 +640,7 @@ class Flow(PretrainedModel):
             f"Layers (generative order): {layers}."
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "trainable": self.trainable,
@@ -600,7 +651,9 @@ class Flow(PretrainedModel):
         }
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> Flow:
         config = dict(config)
         # configs written with the base named: the standard normal is the only one there is
         base = config.pop("base", "normal")

@@ -59,7 +59,11 @@ def resolve_steps_per_execution(steps: int | None) -> int:
     return 1 if tf.distribute.has_strategy() else DEFAULT_STEPS_PER_EXECUTION
 
 
-def resolve_optimizer(optimizer, learning_rate: float | None, global_clipnorm: float | None = None):
+def resolve_optimizer(
+    optimizer: str | keras.optimizers.Optimizer,
+    learning_rate: float | None,
+    global_clipnorm: float | None = None,
+) -> str | keras.optimizers.Optimizer:
     """``optimizer`` as ``Model.compile`` takes it, except that "adam" with a
     ``learning_rate`` and/or a ``global_clipnorm`` becomes an Adam at that rate (Keras's
     default otherwise) that rescales each step's gradients to at most that global norm."""
@@ -90,7 +94,7 @@ def resolve_optimizer(optimizer, learning_rate: float | None, global_clipnorm: f
     return optimizer
 
 
-def build_optimizer_variables(model) -> None:
+def build_optimizer_variables(model: keras.Model) -> None:
     """Creates ``model.optimizer``'s slot variables now, eagerly, under the model's
     distribution strategy. Without a strategy, Keras's TensorFlow trainer defers this to the
     first trace of the training step; creating variables there makes ``tf.function`` trace
@@ -121,7 +125,7 @@ class TrainableModel(keras.Model):
         global_clipnorm: float | None = None,
         steps_per_execution: int | None = None,
         **kwargs,
-    ):
+    ) -> None:
         """``keras.Model.compile`` with nfzoo's defaults; ``loss`` must be left None.
 
         Args:
@@ -144,7 +148,7 @@ class TrainableModel(keras.Model):
             **kwargs,
         )
 
-    def fit(self, *args, **kwargs):
+    def fit(self, *args, **kwargs) -> keras.callbacks.History:
         """``keras.Model.fit``; compiles with the defaults if needed and builds the optimizer
         first, so the training step is traced once."""
         if not self.compiled:

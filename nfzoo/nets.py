@@ -14,7 +14,7 @@ so that every flow layer that uses one starts as the identity (or a pure shift/p
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import keras
@@ -27,7 +27,7 @@ from nfzoo.ops import fixed_seed, matmul
 __all__ = ["MADE", "MLP", "ConvNet", "Dense", "hidden_units_list", "made_degrees", "made_masks"]
 
 
-def hidden_units_list(hidden_units, who: str) -> list[int]:
+def hidden_units_list(hidden_units: Iterable[int], who: str) -> list[int]:
     """``hidden_units`` as a list of positive ints (empty: no hidden layer); a ValueError
     names anything else (a bare int, zeros, floats)."""
     try:
@@ -49,7 +49,7 @@ class Dense(keras.layers.Dense):
     ``nfzoo.ops.matmul``: under XLA its kernel gradient is computed in the orientation that
     XLA's CPU dot runs fastest. Quantised or LoRA layers use Keras's own ``call``."""
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         if not _compat.dense_is_plain(self):
             return super().call(inputs, training=training)
         x = matmul(inputs, self.kernel)
@@ -110,7 +110,7 @@ class MLP(_Stack):
             name="dense_out",
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "output_dim": self.output_dim,
@@ -236,8 +236,11 @@ class MADE(keras.layers.Layer):
         self.activation_fn = keras.activations.get(activation)
         self.seed = fixed_seed(seed) if ordering == "random" else seed
 
-    def build(self, input_shape):
-        D = int(input_shape[-1])
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        D = input_shape[-1]
+        if D is None:
+            raise ValueError(f"MADE needs a known input size; received shape {input_shape}.")
+        D = int(D)
         self.input_dim = D
         degrees = made_degrees(D, self.hidden_units, self.ordering, self.seed)
         masks = made_masks(degrees, self.params_per_dim)
@@ -267,7 +270,7 @@ class MADE(keras.layers.Layer):
                 name="context_kernel",
             )
 
-    def call(self, x, context=None):
+    def call(self, x: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
         return self.call_with(self.masked_weights(), x, context)
 
     def masked_weights(self) -> MadeWeights:
@@ -276,7 +279,9 @@ class MADE(keras.layers.Layer):
         masked = [k * m for k, m in zip(self.kernels, self.masks)]
         return MadeWeights(masked, list(self.biases), self.context_kernel)
 
-    def call_with(self, weights: MadeWeights, x: tf.Tensor, context=None) -> tf.Tensor:
+    def call_with(
+        self, weights: MadeWeights, x: tf.Tensor, context: tf.Tensor | None = None
+    ) -> tf.Tensor:
         """The MADE pass on ``weights`` (``masked_weights()``, or the same frozen as constants
         by an export): outputs [..., params_per_dim, D]."""
         if (context is None) != (weights.context_kernel is None):
@@ -393,7 +398,7 @@ class MADE(keras.layers.Layer):
     def input_degrees(self) -> np.ndarray:
         return made_degrees(self.input_dim, self.hidden_units, self.ordering, self.seed)[0]
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "params_per_dim": self.params_per_dim,
@@ -453,7 +458,7 @@ class ConvNet(_Stack):
             name="conv_out",
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "output_channels": self.output_channels,

@@ -13,7 +13,7 @@ then ``os.replace``): a reader never sees half a PNG.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,11 @@ def _grid(plot_range, size: int):
     return xs, ys, np.stack([xx.ravel(), yy.ravel()], axis=1)
 
 
-def target_density_on_grid(target, plot_range=None, size: int = 200) -> np.ndarray:
+def target_density_on_grid(
+    target: targets_lib.Target | str | Callable[[tf.Tensor], tf.Tensor],
+    plot_range: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    size: int = 200,
+) -> np.ndarray:
     """exp(log p~) on a size x size grid over ``plot_range`` (default the target's), scaled to
     a maximum of 1 (log Z of U1-U4 is unknown; pictures need no normalisation)."""
     target = targets_lib.as_target(target, event_dim=2)
@@ -72,16 +76,16 @@ def target_density_on_grid(target, plot_range=None, size: int = 200) -> np.ndarr
 
 def flow_density_on_grid(
     flow: Flow,
-    plot_range,
+    plot_range: tuple[tuple[float, float], tuple[float, float]],
     size: int = 200,
     num_samples: int = 200_000,
     seed: int = 0,
     method: str = "auto",
 ) -> tuple[np.ndarray, str]:
-    """The flow's density on the grid, and how it was obtained: "exact" log q(x) (needs an
-    inverse), or a "histogram" of ``num_samples`` samples (a flow without inverse knows its
-    density only at its own samples); "auto" takes the exact density where it can. Scaled to a
-    maximum of 1."""
+    """The flow's density on the grid, and how it was obtained, as a label: "exact density"
+    (log q(x), needs an inverse), or "histogram of N samples" of ``num_samples`` samples (a
+    flow without inverse knows its density only at its own samples); ``method`` "auto" takes
+    the exact density where it can. Scaled to a maximum of 1."""
     if method not in ("auto", "exact", "histogram"):
         raise ValueError(f"method must be 'auto', 'exact' or 'histogram'; received {method!r}.")
     if method == "exact" and not flow.has_inverse:

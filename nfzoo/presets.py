@@ -24,9 +24,12 @@ import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nfzoo.registry import Registry
+
+if TYPE_CHECKING:  # presets are declarations: importing them needs no TensorFlow
+    from nfzoo.model_base import PretrainedModel
 
 __all__ = [
     "PRESETS",
@@ -94,7 +97,7 @@ class Preset:
         }
         return json.loads(json.dumps(declared))
 
-    def build(self):
+    def build(self) -> PretrainedModel:
         """The untrained model of this preset (a Flow, or a FlowVAE), seeded as in training."""
         from nfzoo.kinds import KINDS
 

@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
+from nfzoo._types import TensorLike
 from nfzoo.constants import LOG_2PI
 from nfzoo.registry import Registry
 
@@ -83,7 +85,7 @@ class Target:
     plot_range: tuple[tuple[float, float], tuple[float, float]] = ((-4.0, 4.0), (-4.0, 4.0))
     name: str = "target"
 
-    def log_prob(self, x) -> tf.Tensor:
+    def log_prob(self, x: TensorLike) -> tf.Tensor:
         """log p~(x) for x of shape [n, event_dim]; returns shape [n], x's dtype."""
         x = _as_float(x, self.name)
         if x.shape.rank != 2 or x.shape[-1] != self.event_dim:
@@ -95,7 +97,7 @@ class Target:
         _check_output(out, x, self.name)
         return out
 
-    def __call__(self, x) -> tf.Tensor:
+    def __call__(self, x: TensorLike) -> tf.Tensor:
         return self.log_prob(x)
 
     def _log_prob(self, x: tf.Tensor) -> tf.Tensor:
@@ -251,36 +253,44 @@ class GaussianMixture(Target):
       scales: [K, D], [K] or a scalar: component standard deviations.
       weights: [K] mixture weights (normalised here), default uniform.
       log_z: the log normalising constant to multiply by (default 0: a normalised density).
+      name: a short name.
     """
 
-    def __init__(self, locs, scales=1.0, weights=None, log_z: float = 0.0, name="mixture"):
+    def __init__(
+        self,
+        locs: npt.ArrayLike,
+        scales: npt.ArrayLike = 1.0,
+        weights: npt.ArrayLike | None = None,
+        log_z: float = 0.0,
+        name: str = "mixture",
+    ):
         locs = np.asarray(locs, np.float64)
         if locs.ndim != 2:
             raise ValueError(f"GaussianMixture locs must have shape [K, D]; received {locs.shape}.")
         k, d = locs.shape
-        scales = np.asarray(scales, np.float64)
-        if scales.ndim == 1:
-            scales = scales[:, None]
+        scale = np.asarray(scales, np.float64)
+        if scale.ndim == 1:
+            scale = scale[:, None]
         try:
-            scales = np.broadcast_to(scales, (k, d)).copy()
+            scale = np.broadcast_to(scale, (k, d)).copy()
         except ValueError:
             raise ValueError(
                 f"GaussianMixture scales must broadcast to [K, D] = [{k}, {d}]; "
-                f"received shape {scales.shape}."
+                f"received shape {scale.shape}."
             ) from None
-        if not (scales > 0).all():
+        if not (scale > 0).all():
             raise ValueError("GaussianMixture scales must be positive.")
         weights = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, np.float64)
         if weights.shape != (k,) or not (weights > 0).all():
             raise ValueError(
                 f"GaussianMixture weights must be {k} positive numbers; received {weights}."
             )
-        self.locs, self.scales = locs, scales
+        self.locs, self.scales = locs, scale
         self.weights = weights / weights.sum()
         self.event_dim = d
         self.log_z = float(log_z)
         self.name = name
-        reach = np.abs(locs).max() + 4.0 * scales.max()
+        reach = np.abs(locs).max() + 4.0 * scale.max()
         self.plot_range = ((-reach, reach), (-reach, reach))
 
     def _log_prob(self, x):
@@ -381,15 +391,19 @@ class CallableTarget(Target):
       fn: the log-density (unnormalised); it gets x as a tensor of shape [n, event_dim].
       event_dim: D (needed where a flow is not there to say it).
       log_z: the exact log normalising constant if known.
+      name: a short name (default: the callable's ``__name__``).
     """
 
-    def __init__(self, fn: Callable, event_dim: int, log_z: float | None = None, name=None):
+    def __init__(
+        self, fn: Callable, event_dim: int, log_z: float | None = None, name: str | None = None
+    ):
         if not callable(fn):
             raise ValueError(f"A target must be callable log_p(x); received {fn!r}.")
         self.fn = fn
         self.event_dim = int(event_dim)
         self.log_z = log_z
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        fallback: str = getattr(fn, "__name__", type(fn).__name__)
+        self.name = name or fallback
 
     def _log_prob(self, x):
         out = self.fn(x)
@@ -405,11 +419,13 @@ class CallableTarget(Target):
 
 TARGETS: Registry[Callable[..., Target]] = Registry("target")
 
+_Factory = TypeVar("_Factory", bound=Callable[..., Target])
 
-def register_target(name: str):
+
+def register_target(name: str) -> Callable[[_Factory], _Factory]:
     """Registers a factory ``(**options) -> Target`` under ``name``."""
 
-    def decorate(factory):
+    def decorate(factory: _Factory) -> _Factory:
         TARGETS.add(name, factory)
         return factory
 

@@ -40,8 +40,10 @@ from typing import Any
 
 import keras
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
+from nfzoo._types import TensorLike
 from nfzoo.amortized import (
     POSTERIORS,
     AmortizedFlow,
@@ -170,7 +172,9 @@ class FlowVAE(PretrainedModel):
 
     # ---- the model ---------------------------------------------------------------------
 
-    def encode(self, x):
+    def encode(
+        self, x: TensorLike
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | tuple[tf.Tensor, ...]]:
         """(mu, log sigma, flow parameters) of q(. | x) for x [B, input_dim]."""
         h = tf.convert_to_tensor(x, self.compute_dtype)
         for layer in self.encoder_layers:
@@ -178,13 +182,13 @@ class FlowVAE(PretrainedModel):
         log_sigma = soft_clamp(self.log_sigma_layer(h), LOG_SIGMA_CLAMP)
         return self.mu_layer(h), log_sigma, self.flow.flow_parameters(h)
 
-    def decode(self, z):
+    def decode(self, z: tf.Tensor) -> tf.Tensor:
         """Bernoulli logits of p(x | z), z [..., latent_dim]."""
         for layer in self.decoder_layers:
             z = layer(z)
         return self.logits_layer(z)
 
-    def log_weights(self, x, eps):
+    def log_weights(self, x: TensorLike, eps: tf.Tensor) -> tf.Tensor:
         """log p(x, z) - log q(z | x) for z = flow(mu + sigma eps): x [B, input_dim],
         eps [..., B, latent_dim] standard normal; returns [..., B]."""
         x = tf.convert_to_tensor(x, self.compute_dtype)
@@ -201,7 +205,7 @@ class FlowVAE(PretrainedModel):
         )
         return log_lik + log_prior - log_q
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         """Single-sample ELBO per example (fresh noise)."""
         eps = keras.random.normal(
             (tf.shape(x)[0], self.latent_dim), dtype=self.compute_dtype, seed=self.seed_generator
@@ -211,10 +215,10 @@ class FlowVAE(PretrainedModel):
     # ---- Keras plumbing ----------------------------------------------------------------
 
     @property
-    def metrics(self):
+    def metrics(self) -> list[keras.metrics.Metric]:
         return [self.loss_tracker]
 
-    def train_step(self, data):
+    def train_step(self, data: tf.Tensor | tuple[tf.Tensor, ...]) -> dict[str, tf.Tensor]:
         x = data[0] if isinstance(data, tuple) else data
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(self(x, training=True))
@@ -223,7 +227,7 @@ class FlowVAE(PretrainedModel):
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
-    def test_step(self, data):
+    def test_step(self, data: tf.Tensor | tuple[tf.Tensor, ...]) -> dict[str, tf.Tensor]:
         x = data[0] if isinstance(data, tuple) else data
         self.loss_tracker.update_state(-tf.reduce_mean(self(x)))
         return {"loss": self.loss_tracker.result()}
@@ -251,7 +255,9 @@ class FlowVAE(PretrainedModel):
 
     # ---- evaluation --------------------------------------------------------------------
 
-    def sample_log_weights(self, x, num_samples: int, seed: int = 0, batch_size: int = 100):
+    def sample_log_weights(
+        self, x: npt.ArrayLike, num_samples: int, seed: int = 0, batch_size: int = 100
+    ) -> np.ndarray:
         """Log importance weights [num_samples, n] (float64 numpy) for x [n, input_dim], from
         stateless noise: the same seed gives the same numbers. Runs ``batch_size`` examples
         at a time."""
@@ -268,13 +274,15 @@ class FlowVAE(PretrainedModel):
             out.append(fn(xb, eps).numpy().astype(np.float64))
         return np.concatenate(out, axis=1)
 
-    def elbo(self, x, num_samples: int = 1, seed: int = 0, batch_size: int = 100):
+    def elbo(
+        self, x: npt.ArrayLike, num_samples: int = 1, seed: int = 0, batch_size: int = 100
+    ) -> np.ndarray:
         """Per-example ELBO estimate (mean of ``num_samples`` log weights), nats."""
         return self.sample_log_weights(x, num_samples, seed, batch_size).mean(axis=0)
 
     def importance_weighted_nll(
-        self, x, num_samples: int = 500, seed: int = 0, batch_size: int = 100
-    ):
+        self, x: npt.ArrayLike, num_samples: int = 500, seed: int = 0, batch_size: int = 100
+    ) -> np.ndarray:
         """Per-example -L_k = -log (1/k sum_i p(x, z_i) / q(z_i | x)), z_i ~ q(. | x),
         k = ``num_samples`` (nats; an upper bound of -log p(x) in expectation)."""
         log_w = self.sample_log_weights(x, num_samples, seed, batch_size)
@@ -287,7 +295,7 @@ class FlowVAE(PretrainedModel):
             f"the {self.posterior_name!r} posterior ({self.num_flows} flow steps)."
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "input_dim": self.input_dim,

@@ -42,13 +42,15 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import keras
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from nfzoo import targets as targets_lib
+from nfzoo._types import TensorLike
 from nfzoo.flow import Flow
 from nfzoo.model_base import TrainableModel
 
@@ -106,7 +108,7 @@ class ImportanceStats(keras.metrics.Metric):
     ess = s1^2 / (n s2).
     """
 
-    def __init__(self, name="importance", **kwargs):
+    def __init__(self, name: str = "importance", **kwargs):
         super().__init__(name=name, dtype="float64", **kwargs)
         self.count = self.add_variable((), initializer="zeros", dtype="float64", name="count")
         self.shift = self.add_variable((), initializer="zeros", dtype="float64", name="shift")
@@ -114,13 +116,13 @@ class ImportanceStats(keras.metrics.Metric):
         self.sum_w2 = self.add_variable((), initializer="zeros", dtype="float64", name="sum_w2")
         self.reset_state()
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         self.count.assign(0.0)
         self.shift.assign(-1e300)  # finite, so exp(shift - new) is 0, never nan
         self.sum_w.assign(0.0)
         self.sum_w2.assign(0.0)
 
-    def update_state(self, log_w, sample_weight=None):
+    def update_state(self, log_w: TensorLike, sample_weight: TensorLike | None = None) -> None:
         del sample_weight
         log_w = tf.reshape(tf.cast(log_w, tf.float64), [-1])
         new_shift = tf.maximum(self.shift, tf.reduce_max(log_w))
@@ -131,7 +133,7 @@ class ImportanceStats(keras.metrics.Metric):
         self.count.assign_add(tf.cast(tf.size(log_w), tf.float64))
         self.shift.assign(new_shift)
 
-    def result(self):
+    def result(self) -> dict[str, tf.Tensor]:
         n = tf.maximum(self.count, 1.0)
         rel_second_moment = n * self.sum_w2 / tf.square(self.sum_w)  # E[w^2] / E[w]^2
         return {
@@ -141,7 +143,7 @@ class ImportanceStats(keras.metrics.Metric):
         }
 
 
-def importance_stats(log_w) -> dict[str, float]:
+def importance_stats(log_w: npt.ArrayLike) -> dict[str, float]:
     """``{"log_z", "log_z_se", "ess"}`` from a 1-D array of log importance weights (float64
     numpy, the same formulas as ``ImportanceStats``)."""
     log_w = np.asarray(log_w, np.float64).ravel()
@@ -219,7 +221,7 @@ class ReverseKL(TrainableModel):
 
     # ---- one Monte-Carlo draw -----------------------------------------------------------
 
-    def draw(self):
+    def draw(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(x, log q(x), log p~(x)) for ``num_samples`` fresh samples x ~ q."""
         z = keras.random.normal(
             (self.num_samples, *self.flow.base_event_shape),
@@ -241,7 +243,7 @@ class ReverseKL(TrainableModel):
         )
         return self.target
 
-    def beta(self):
+    def beta(self) -> tf.Tensor:
         """The annealing factor of log p~ at the current optimizer step."""
         if self.anneal_steps <= 0:
             return tf.constant(1.0, self.flow.compute_dtype)
@@ -251,7 +253,7 @@ class ReverseKL(TrainableModel):
     # ---- Keras plumbing -----------------------------------------------------------------
 
     @property
-    def metrics(self):
+    def metrics(self) -> list[keras.metrics.Metric]:
         return [self.neg_elbo_tracker, self.elbo_tracker, self.importance]
 
     def _update_metrics(self, log_q, log_p):
@@ -262,7 +264,7 @@ class ReverseKL(TrainableModel):
         self.importance.update_state(log_w)
         return self.get_metrics_result()
 
-    def train_step(self, data):
+    def train_step(self, data: tf.Tensor) -> dict[str, tf.Tensor]:
         del data  # the dummy dataset only counts steps
         with tf.GradientTape() as tape:
             _, log_q, log_p = self.draw()
@@ -273,7 +275,7 @@ class ReverseKL(TrainableModel):
         self.optimizer.apply(tape.gradient(loss, variables), variables)
         return self._update_metrics(log_q, log_p)
 
-    def test_step(self, data):
+    def test_step(self, data: tf.Tensor) -> dict[str, tf.Tensor]:
         del data
         _, log_q, log_p = self.draw()
         return self._update_metrics(log_q, log_p)
@@ -288,7 +290,14 @@ class ReverseKL(TrainableModel):
             self.compile()
         _mark_data_initialized(self.flow)
 
-    def fit(self, x=None, y=None, epochs=1, steps_per_epoch=None, **kwargs):
+    def fit(
+        self,
+        x: None = None,
+        y: None = None,
+        epochs: int = 1,
+        steps_per_epoch: int | None = None,
+        **kwargs,
+    ) -> keras.callbacks.History:
         """``keras.Model.fit`` with no data: ``epochs`` x ``steps_per_epoch`` (default 100)
         steps; compiles with the defaults if needed. Returns the History."""
         self._no_data("fit", x, y)
@@ -304,13 +313,15 @@ class ReverseKL(TrainableModel):
             **kwargs,
         )
 
-    def evaluate(self, x=None, y=None, steps=None, **kwargs):
+    def evaluate(
+        self, x: None = None, y: None = None, steps: int | None = None, **kwargs
+    ) -> float | list[float] | dict[str, float]:
         """``keras.Model.evaluate`` with no data, over ``steps`` (default 10) fresh draws of
         ``num_samples``: -ELBO, ELBO, log Z, its standard error and the ESS fraction."""
         self._no_data("evaluate", x, y)
         return super().evaluate(_dummy_dataset(), steps=steps or 10, **kwargs)
 
-    def get_config(self):
+    def get_config(self) -> NoReturn:
         raise NotImplementedError(
             "ReverseKL is a training wrapper and is not saved; save its flow (model.flow)."
         )

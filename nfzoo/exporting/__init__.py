@@ -35,6 +35,7 @@ destination and renamed into place only once every check has passed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -93,7 +94,7 @@ class ExportError(ValueError):
 
 def export(
     flow: Flow,
-    directory,
+    directory: str | os.PathLike,
     formats: Sequence[str] = FORMATS,
     overwrite: bool = False,
     name: str | None = None,

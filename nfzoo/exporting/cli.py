@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nfzoo.cli import EXPORT_RUNTIMES, CLIError, add_export_arguments
+
+if TYPE_CHECKING:  # the library loads when a flow is loaded: the command line starts without it
+    from nfzoo.flow import Flow
 
 __all__ = ["build_parser", "check_runtimes", "load_flow", "parity_table", "run"]
 
 
-def check_runtimes(formats) -> None:
+def check_runtimes(formats: Iterable[str]) -> None:
     """Refuses formats whose runtime (for the parity check) or converter is not installed."""
     for fmt in formats:
         missing = [m for m in EXPORT_RUNTIMES.get(fmt, ()) if importlib.util.find_spec(m) is None]
@@ -31,7 +36,7 @@ def check_runtimes(formats) -> None:
             )
 
 
-def load_flow(source: str):
+def load_flow(source: str) -> Flow:
     """The Flow named by ``source``: a ``.keras`` file, or anything ``nfzoo.load`` accepts."""
     if source.endswith(".keras"):
         if not Path(source).is_file():
@@ -39,8 +44,12 @@ def load_flow(source: str):
         import keras
 
         import nfzoo.layers  # noqa: F401  (registers the classes the .keras file names)
+        from nfzoo.flow import Flow
 
-        return keras.saving.load_model(source)
+        model = keras.saving.load_model(source)
+        if not isinstance(model, Flow):
+            raise CLIError(f"{source} holds a {type(model).__name__}; nfzoo export takes flows")
+        return model
     from nfzoo.cli import _load
 
     return _load(source)

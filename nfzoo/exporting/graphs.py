@@ -30,8 +30,9 @@ fails a reshape before anything is drawn.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 import tensorflow as tf
@@ -80,11 +81,13 @@ class ExportKernel:
 
 _KERNELS: dict[type, Callable[[BijectorLayer], ExportKernel]] = {}
 
+_Factory = TypeVar("_Factory", bound=Callable[..., ExportKernel])
 
-def register_export_kernel(*classes: type):
+
+def register_export_kernel(*classes: type) -> Callable[[_Factory], _Factory]:
     """Registers ``factory(layer) -> ExportKernel`` for ``classes`` (and their subclasses)."""
 
-    def decorate(factory):
+    def decorate(factory: _Factory) -> _Factory:
         for cls in classes:
             _KERNELS[cls] = factory
         return factory
@@ -434,7 +437,9 @@ class FrozenEndpoint:
         return fn.get_concrete_function()
 
 
-def freeze_endpoints(flow: Flow, endpoints=None) -> dict[str, FrozenEndpoint]:
+def freeze_endpoints(
+    flow: Flow, endpoints: Collection[str] | None = None
+) -> dict[str, FrozenEndpoint]:
     """Traces and freezes the endpoints of ``flow`` (all it supports, or those named)."""
     fns = endpoint_functions(flow)
     described = flow_endpoints(flow)

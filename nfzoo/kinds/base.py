@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from nfzoo.registry import Registry
 
 if TYPE_CHECKING:
+    from nfzoo.model_base import PretrainedModel
     from nfzoo.presets import Preset
 
 __all__ = [
@@ -76,7 +77,7 @@ class Kind:
         """The architecture names a preset of this kind may use."""
         raise NotImplementedError
 
-    def build(self, preset: Preset):
+    def build(self, preset: Preset) -> PretrainedModel:
         """The preset's untrained model."""
         raise NotImplementedError
 
@@ -95,7 +96,7 @@ class Kind:
         """The metrics ``evaluate`` recomputes from a model's weights."""
         raise NotImplementedError
 
-    def evaluate(self, model, preset: Preset) -> dict[str, float]:
+    def evaluate(self, model: PretrainedModel, preset: Preset) -> dict[str, float]:
         """Recomputes the ``checked`` metrics of ``model`` with the preset's protocol."""
         raise NotImplementedError
 

@@ -42,6 +42,7 @@ element-wise law.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -58,7 +59,9 @@ def affine_params(made_output: tf.Tensor, log_scale_clamp: float | None):
     return made_output[..., 0, :], soft_clamp(made_output[..., 1, :], log_scale_clamp)
 
 
-def affine_forward(z: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor):
+def affine_forward(
+    z: tf.Tensor, shift: tf.Tensor, log_scale: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
     """x = z * exp(s) + m and log|det dx/dz| = sum_i s_i: the affine law of MAF and IAF, shared
     with ``nfzoo.amortized.AmortizedIAF`` (whose MADE also reads the encoder's context h(x))."""
     return z * tf.exp(log_scale) + shift, tf.reduce_sum(log_scale, axis=-1)
@@ -133,7 +136,7 @@ class Autoregressive(BijectorLayer):
     def _inverse_and_log_det(self, x, context=None):
         return self.autoregressive_pass(x, context, inverse=True)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "hidden_units": self.hidden_units,
@@ -157,7 +160,7 @@ class _AffineAutoregressive(Autoregressive):
         shift, log_scale = affine_params(h, self.log_scale_clamp)
         return coupling_law(u, shift, log_scale, inverse, u, 1)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "log_scale_clamp": self.log_scale_clamp}
 
 

@@ -17,6 +17,7 @@ Cost: one MLP pass on the context, O(D) either way. The inverse is closed form.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -76,7 +77,7 @@ class ConditionalAffine(BijectorLayer):
     def _inverse_and_log_det(self, x, context=None):
         return coupling_law(x, *self._shift_and_log_scale(context), True, x, 1)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "context_dim": self.context_dim,

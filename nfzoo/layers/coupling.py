@@ -26,6 +26,7 @@ The spline coupling (``nfzoo.layers.spline``) shares this body with its own law.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -75,7 +76,14 @@ def _as_range(index: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
-def coupling_law(b, t, s, inverse: bool, like, event_ndims: int):
+def coupling_law(
+    b: tf.Tensor,
+    t: tf.Tensor,
+    s: tf.Tensor | None,
+    inverse: bool,
+    like: tf.Tensor,
+    event_ndims: int,
+) -> tuple[tf.Tensor, tf.Tensor]:
     """The coupling update of the moved part b with shift t and log-scale s (None: additive):
 
         forward  b' = b * exp(s) + t,    log|det| = sum s      (additive: b + t, 0)
@@ -163,7 +171,7 @@ class _Coupling(BijectorLayer):
     def _inverse_and_log_det(self, x, context=None):
         return self._transform(x, context, inverse=True)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "mask": self.mask,
@@ -217,5 +225,5 @@ class AffineCoupling(_Coupling):
             b, h[..., :n], soft_clamp(h[..., n:], self.log_scale_clamp), inverse, b, 1
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "log_scale_clamp": self.log_scale_clamp}

@@ -28,6 +28,8 @@ either direction.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
@@ -128,7 +130,7 @@ class _ImageCoupling(BijectorLayer):
     def _inverse_and_log_det(self, x):
         return self._transform(x, inverse=True)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "mask": self.mask,
@@ -170,5 +172,5 @@ class ImageAffineCoupling(_ImageCoupling):
         super().__init__(*args, **kwargs)
         self.log_scale_clamp = log_scale_clamp
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "log_scale_clamp": self.log_scale_clamp}

@@ -47,6 +47,7 @@ frozen at export.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -120,7 +121,7 @@ class Permute(BijectorLayer):
     def _inverse_and_log_det(self, x):
         return tf.gather(x, self._inverse_perm, axis=-1), batch_constant(0.0, x, self.event_ndims)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "permutation": self.permutation,
@@ -152,7 +153,7 @@ class _Linear(BijectorLayer):
         value = self._positions * self.log_det_per_position()
         return batch_constant(value, like, self.event_ndims)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "seed": self.seed, "event_ndims": self.event_ndims}
 
 
@@ -181,7 +182,7 @@ class InvertibleLinear(_Linear):
         """The matrix W."""
         return tf.convert_to_tensor(self.kernel)
 
-    def log_det_per_position(self):
+    def log_det_per_position(self) -> tf.Tensor:
         # |det W| = |det R| for W = Q R; XLA compiles QR (not slogdet or LU)
         r = tf.linalg.qr(self.weight_matrix())[1]
         return tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(r))))
@@ -197,7 +198,7 @@ class InvertibleLinear(_Linear):
 class _TriangularLinear(_Linear):
     """Shared parts of LULinear and QRLinear: strictly-triangular weights, log-diagonal."""
 
-    def log_det_per_position(self):
+    def log_det_per_position(self) -> tf.Tensor:
         return tf.reduce_sum(self.log_diag)
 
     def _upper(self):
@@ -298,5 +299,5 @@ class QRLinear(_TriangularLinear):
         v = tf.linalg.matvec(self.orthogonal_matrix(), x - self.bias, transpose_a=True)
         return _solve_triangular(self._upper(), v, lower=False), -self._log_det(x)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_reflections": self.num_reflections}

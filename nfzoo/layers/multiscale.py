@@ -32,7 +32,8 @@ Cost: the deeper layers, plus one 3x3 convolution, in either direction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -116,7 +117,11 @@ class FactorOut(BijectorLayer):
     def _inverse_and_log_det(self, x):
         return self.inverse_with(lambda u: chain_inverse(self.inner_layers, u), x)
 
-    def forward_with(self, inner_forward, z):
+    def forward_with(
+        self,
+        inner_forward: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor | float]],
+        z: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """The forward pass with ``inner_forward(z1) -> (x1, log-det)`` standing for the
         deeper layers (export substitutes their frozen kernels)."""
         kept = self._kept_shape[-1]
@@ -126,7 +131,11 @@ class FactorOut(BijectorLayer):
         x2, prior_ldj = coupling_law(z[..., kept:], *self._prior_params(x1), False, z, 3)
         return tf.concat([x1, x2], axis=-1), inner_ldj + prior_ldj
 
-    def inverse_with(self, inner_inverse, x):
+    def inverse_with(
+        self,
+        inner_inverse: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor | float]],
+        x: tf.Tensor,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """The inverse pass with ``inner_inverse(x1) -> (z1, log-det)`` for the deeper layers."""
         kept = self._kept_shape[-1]
         x1, x2 = x[..., :kept], x[..., kept:]
@@ -149,14 +158,14 @@ class FactorOut(BijectorLayer):
     def is_data_initialized(self) -> bool:
         return all(layer.is_data_initialized for layer in self.inner_layers)
 
-    def data_initialize(self, x):
+    def data_initialize(self, x: tf.Tensor) -> None:
         initialize_chain(self.inner_layers, x[..., : self._kept_shape[-1]])
 
-    def mark_data_initialized(self):
+    def mark_data_initialized(self) -> None:
         for layer in self.inner_layers:
             layer.mark_data_initialized()
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "layers": [keras.saving.serialize_keras_object(layer) for layer in self.inner_layers],
@@ -165,7 +174,9 @@ class FactorOut(BijectorLayer):
         }
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> FactorOut:
         config = dict(config)
         config["layers"] = [
             keras.saving.deserialize_keras_object(c, custom_objects=custom_objects)

@@ -19,6 +19,8 @@ initialisation branch. Cost: O(D) either way.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
@@ -61,14 +63,14 @@ class ActNorm(BijectorLayer):
     def is_data_initialized(self) -> bool:
         return bool(self.initialized.numpy() > 0)
 
-    def data_initialize(self, x):
+    def data_initialize(self, x: tf.Tensor) -> None:
         axes = list(range(len(x.shape) - 1))
         mean, var = tf.nn.moments(tf.cast(x, self.dtype), axes=axes)
         self.bias.assign(mean)
         self.log_scale.assign(tf.math.log(tf.sqrt(var) + self.eps))
         self.initialized.assign(1.0)
 
-    def mark_data_initialized(self):
+    def mark_data_initialized(self) -> None:
         self.initialized.assign(1.0)
 
     def _log_det(self, like):
@@ -82,7 +84,7 @@ class ActNorm(BijectorLayer):
     def _inverse_and_log_det(self, x):
         return (x - self.bias) * tf.exp(-self.log_scale), -self._log_det(x)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "event_ndims": self.event_ndims,

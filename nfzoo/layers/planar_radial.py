@@ -50,6 +50,8 @@ Cost: O(D) either way.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
@@ -77,7 +79,9 @@ def planar_constrained_u(u: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
     return u + tf.math.divide_no_nan(m - wu, tf.reduce_sum(w**2, axis=-1, keepdims=True)) * w
 
 
-def planar_forward(z: tf.Tensor, u: tf.Tensor, w: tf.Tensor, b: tf.Tensor):
+def planar_forward(
+    z: tf.Tensor, u: tf.Tensor, w: tf.Tensor, b: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
     """x = z + u' tanh(w^T z + b) and log|det dx/dz| = log(1 + tanh'(w^T z + b) w^T u').
 
     The one implementation of the planar map, shared by ``Planar`` (its weights: u, w [D],
@@ -153,7 +157,7 @@ class Planar(BijectorLayer):
         )
         return 0.5 * (lo + hi)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "init_scale": self.init_scale, "seed": self.seed}
 
 
@@ -216,5 +220,5 @@ class Radial(BijectorLayer):
         z = self.center + d / (1.0 + beta / (alpha + r))[..., None]
         return z, -self._log_det(r, alpha, beta)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "seed": self.seed}

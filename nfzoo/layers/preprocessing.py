@@ -21,6 +21,8 @@ a point is a finite penalty, not a density.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
@@ -67,7 +69,7 @@ class Logit(BijectorLayer):
         log_det = np.log(self._scale()) - log_p - log_q
         return log_p - log_q, sum_event(log_det, self.event_ndims)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "num_levels": self.num_levels,

@@ -44,6 +44,7 @@ spline autoregressive layer has MAF's costs (one MADE pass for the density, D fo
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -72,7 +73,7 @@ def spline_knots(
     bound: float,
     min_bin_size: float = MIN_BIN_SIZE,
     min_derivative: float = MIN_DERIVATIVE,
-):
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Knots of the splines from unconstrained ``params`` [..., 3K - 1].
 
     Returns (x knots [..., K + 1], y knots [..., K + 1], derivatives [..., K + 1]); the outer
@@ -206,7 +207,7 @@ class SplineCoupling(_SplineLaw, _Coupling):
         params = tf.reshape(h, [-1, len(self._move), self.params_per_dim])
         return self._spline(b, params, inverse)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self._spline_config()}
 
 
@@ -234,5 +235,5 @@ class SplineAutoregressive(_SplineLaw, Autoregressive):
         # MADE gives [N, P, D]; the law wants each dimension's P parameters together
         return self._spline(u, tf.transpose(h, [0, 2, 1]), inverse)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), **self._spline_config()}

@@ -31,6 +31,8 @@ inverse exists: ``inverse`` raises NotImplementedError; use ``generate_and_log_p
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
@@ -84,7 +86,9 @@ def triangular_with_bounded_diagonal(raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tens
     return strict + tf.linalg.diag(diag), diag
 
 
-def sylvester_forward(z: tf.Tensor, q: tf.Tensor, r1_raw: tf.Tensor, r2_raw: tf.Tensor, b):
+def sylvester_forward(
+    z: tf.Tensor, q: tf.Tensor, r1_raw: tf.Tensor, r2_raw: tf.Tensor, b: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
     """x = z + Q R h(R~ Q^T z + b) and log|det dx/dz| = sum_i log(1 + h'(a_i) R~_ii R_ii).
 
     The one implementation of the Sylvester map. ``q`` [..., D, M] has orthonormal columns;
@@ -139,7 +143,7 @@ class _Sylvester(BijectorLayer):
     def _forward_and_log_det(self, z):
         return sylvester_forward(z, self.q_matrix(), self.r1, self.r2, self.b)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "init_scale": self.init_scale, "seed": self.seed}
 
 
@@ -168,10 +172,10 @@ class SylvesterOrthogonal(_Sylvester):
     def _build_q(self, dim, m, rng):
         self.q_raw = self.add_weight_from_array("q_raw", rng.randn(dim, m))
 
-    def q_matrix(self):
+    def q_matrix(self) -> tf.Tensor:
         return orthogonalize(self.q_raw)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_vectors": self.num_vectors}
 
 
@@ -192,10 +196,10 @@ class SylvesterHouseholder(_Sylvester):
         k = self.num_reflections or dim
         self.reflections = self.add_weight_from_array("reflections", rng.randn(k, dim))
 
-    def q_matrix(self):
+    def q_matrix(self) -> tf.Tensor:
         return householder_product(self.reflections)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_reflections": self.num_reflections}
 
 
@@ -216,8 +220,8 @@ class SylvesterTriangular(_Sylvester):
         q = np.eye(dim)
         self._q = q[:, ::-1].copy() if self.reverse else q
 
-    def q_matrix(self):
+    def q_matrix(self) -> tf.Tensor:
         return tf.constant(self._q, dtype=self.dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "reverse": self.reverse}

@@ -12,13 +12,14 @@ reference's mean and standard deviation; accuracy averaged over 5-fold cross-val
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["c2st"]
 
 
 def c2st(
-    reference,
-    samples,
+    reference: npt.ArrayLike,
+    samples: npt.ArrayLike,
     *,
     seed: int = 1,
     folds: int = 5,
@@ -59,7 +60,9 @@ def c2st(
     return float(np.mean(scores))
 
 
-def _two_samples(reference, samples, folds: int) -> tuple[np.ndarray, np.ndarray]:
+def _two_samples(
+    reference: npt.ArrayLike, samples: npt.ArrayLike, folds: int
+) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ValueError(f"c2st needs folds >= 2; received {folds!r}.")
     arrays = []

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from nfzoo.registry import Registry
 
@@ -52,15 +53,15 @@ class Task:
         """n draws theta ~ p(theta): [n, theta_dim]."""
         return self._sample_prior(check_count(n, "n"), check_rng(rng))
 
-    def log_prior(self, theta) -> np.ndarray:
+    def log_prior(self, theta: npt.ArrayLike) -> np.ndarray:
         """log p(theta) for theta [n, theta_dim]: [n] (-inf outside the support)."""
         return self._log_prior(self._theta(theta))
 
-    def simulate(self, theta, rng: np.random.Generator) -> np.ndarray:
+    def simulate(self, theta: npt.ArrayLike, rng: np.random.Generator) -> np.ndarray:
         """One x ~ p(x | theta) per row of theta [n, theta_dim]: [n, x_dim]."""
         return self._simulate(self._theta(theta), check_rng(rng))
 
-    def log_likelihood(self, theta, x) -> np.ndarray:
+    def log_likelihood(self, theta: npt.ArrayLike, x: npt.ArrayLike) -> np.ndarray:
         """log p(x | theta) of one observation x [x_dim] for every row of theta: [n]."""
         return self._log_likelihood(self._theta(theta), self._observation(x))
 
@@ -78,11 +79,11 @@ class Task:
         """x_i [x_dim], the i-th fixed observation (1..10); see the module docstring."""
         return self._observation_pair(i)[1]
 
-    def reference_posterior(self, x, n: int, rng: np.random.Generator) -> Reference:
+    def reference_posterior(self, x: npt.ArrayLike, n: int, rng: np.random.Generator) -> Reference:
         """n reference samples of p(theta | x) for one observation x [x_dim]."""
         return self._reference_posterior(self._observation(x), check_count(n, "n"), check_rng(rng))
 
-    def in_support(self, theta) -> np.ndarray:
+    def in_support(self, theta: npt.ArrayLike) -> np.ndarray:
         """Whether each row of theta lies in the prior's support: bool [n]."""
         theta = self._theta(theta)
         with np.errstate(invalid="ignore"):
@@ -100,7 +101,7 @@ class Task:
         theta = self.sample_prior(1, rng)
         return theta[0], self.simulate(theta, rng)[0]
 
-    def _theta(self, theta) -> np.ndarray:
+    def _theta(self, theta: npt.ArrayLike) -> np.ndarray:
         theta = np.asarray(theta, dtype=np.float64)
         if theta.ndim != 2 or theta.shape[1] != self.theta_dim:
             raise ValueError(
@@ -109,7 +110,7 @@ class Task:
             )
         return theta
 
-    def _observation(self, x) -> np.ndarray:
+    def _observation(self, x: npt.ArrayLike) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (self.x_dim,):
             raise ValueError(

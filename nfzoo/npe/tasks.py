@@ -27,6 +27,7 @@ import math
 from typing import ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from nfzoo.constants import LOG_2PI
 from nfzoo.npe.task import (
@@ -72,7 +73,7 @@ class GaussianLinear(Task):
     noise_var = 0.1
     reference_method = "exact: the Gaussian posterior in closed form"
 
-    def posterior_mean_var(self, x) -> tuple[np.ndarray, float]:
+    def posterior_mean_var(self, x: npt.ArrayLike) -> tuple[np.ndarray, float]:
         """(mean [D], variance of each coordinate) of the exact posterior p(theta | x)."""
         x = self._observation(x)
         var = 1.0 / (1.0 / self.prior_var + 1.0 / self.noise_var)

@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
+import numpy.typing as npt
 
 from nfzoo.architectures import build
 from nfzoo.flow import Flow
@@ -167,7 +169,7 @@ def build_npe_flow(
 
 
 def sample_posterior(
-    flow: Flow, task: str | Task, x, n: int, seed: int = 0, max_draws: int = 100
+    flow: Flow, task: str | Task, x: npt.ArrayLike, n: int, seed: int = 0, max_draws: int = 100
 ) -> tuple[np.ndarray, float]:
     """n samples of q(theta | x) inside the prior's support (draws outside are rejected and
     redrawn), and the acceptance rate. Raises RuntimeError if fewer than n are found in
@@ -181,7 +183,9 @@ def sample_posterior(
     return sample_in_support(draw, task, n, max_draws)
 
 
-def sample_in_support(draw, task: str | Task, n: int, max_draws: int = 100):
+def sample_in_support(
+    draw: Callable[[int, int], npt.ArrayLike], task: str | Task, n: int, max_draws: int = 100
+) -> tuple[np.ndarray, float]:
     """n draws of ``draw(m, round) -> [m, D]`` (any posterior estimate) inside the prior's
     support, and the acceptance rate; ``round`` counts the calls, for seeding."""
     task = get_task(task)
@@ -203,7 +207,11 @@ def sample_in_support(draw, task: str | Task, n: int, max_draws: int = 100):
 
 
 def reference_posterior(
-    task: str | Task, i: int, n: int = 10_000, seed: int = 0, cache_dir=None
+    task: str | Task,
+    i: int,
+    n: int = 10_000,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Reference:
     """The reference posterior samples of observation ``i`` (1..10) of ``task``, made by the
     task's method with ``np.random.default_rng([seed, i])``; with ``cache_dir``, read from
@@ -232,7 +240,7 @@ def evaluate_npe(
     observations: Iterable[int] = range(1, 11),
     num_samples: int = 10_000,
     seed: int = 0,
-    cache_dir=None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict:
     """C2ST between ``num_samples`` posterior samples of the flow and as many reference
     samples, for each observation; returns per-observation figures and their mean, min, max."""
@@ -262,7 +270,7 @@ def train_and_evaluate(
     seed: int = 0,
     num_samples: int = 10_000,
     observations: Iterable[int] = range(1, 11),
-    cache_dir=None,
+    cache_dir: str | os.PathLike | None = None,
     **train_options,
 ) -> tuple[Flow, dict]:
     """A pretrained NPE entry's recipe: ``train_npe`` then ``evaluate_npe`` on the
