@@ -72,7 +72,7 @@ from nfzoo.chain import (
     initialize_chain,
 )
 from nfzoo.model_base import PretrainedModel
-from nfzoo.ops import check_seed
+from nfzoo.ops import check_seed, in_row_blocks, standard_normal
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -261,7 +261,8 @@ class Flow(PretrainedModel):
             shape += context.shape[:-1].as_list()
         # stateless: an integer seed gives the same samples on every call
         stateless_seed = None if seed is None else (check_seed(seed, "sample"), 0)
-        z = self.base_distribution.sample(shape, seed=stateless_seed)
+        dtype = tf.as_dtype(self.compute_dtype)
+        z = standard_normal([*shape, *self.base_event_shape], dtype, stateless_seed)
         if temperature != 1.0:
             z = z * tf.cast(temperature, z.dtype)
         return self._folded(self._forward_pass, z, context, True)[0]
@@ -303,7 +304,7 @@ class Flow(PretrainedModel):
         context = self._context(context)
         in_event = self.base_event_shape if from_base else self.data_event_shape
         u, context, batch = fold_batch(u, len(in_event), context)
-        a, b = fn(u, context)
+        a, b = in_row_blocks(fn, u, context)
         a_rank = 0 if a.shape.rank == 1 else a.shape.rank - 1
         a = unfold_batch(a, batch, a_rank)
         return a, (None if b is None else unfold_batch(b, batch))

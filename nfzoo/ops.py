@@ -131,3 +131,60 @@ def _xla_dense_matmul(x, kernel):
         return dx, dk
 
     return tf.matmul(x, kernel), grad
+
+
+#: a compiled pass over at least ``8 * ROW_BLOCK`` rows runs in blocks of ``ROW_BLOCK`` rows
+#: (``in_row_blocks``); ``tools/bench.py density-throughput`` measures what that gives
+ROW_BLOCK = 1024
+
+
+def in_row_blocks(fn, u: tf.Tensor, context: tf.Tensor | None, rows: int | None = None):
+    """``fn(u, context) -> (a, b)`` for a row-wise ``fn`` (row i of a and b depends on row i of
+    u and of the context only, b may be None), computed ``rows`` rows at a time when ``u`` has
+    a known number of rows N >= 8 ``rows`` and the graph is being traced.
+
+    A whole batch's intermediates (the conditioners' activations, N x hidden units) leave
+    the CPU's caches between operations; a block's stay in them, and each elementwise pass
+    over them runs from cache. The blocks are one loop (``tf.map_fn`` over a function traced
+    once); the last is completed with the batch's first rows, whose results are dropped.
+    Eagerly, or for fewer rows, this is ``fn(u, context)``. ``rows``: ``ROW_BLOCK`` by
+    default."""
+    rows = rows or ROW_BLOCK
+    n = u.shape[0]
+    if tf.executing_eagerly() or n is None or n < 8 * rows:
+        return fn(u, context)
+    count = -(-n // rows)
+    pad = count * rows - n
+
+    def blocks(t):
+        t = tf.concat([t, t[:pad]], axis=0) if pad else t
+        return tf.reshape(t, [count, rows, *t.shape[1:]])
+
+    inputs = (blocks(u),) if context is None else (blocks(u), blocks(context))
+    one_block = [tf.TensorSpec(t.shape[1:], t.dtype) for t in inputs]
+
+    @tf.function(autograph=False)
+    def block(*args):
+        a, b = fn(args[0], args[1] if len(args) > 1 else None)
+        return (a,) if b is None else (a, b)
+
+    traced = block.get_concrete_function(*one_block)
+    specs = tuple(tf.TensorSpec(t.shape, t.dtype) for t in traced.structured_outputs)
+    outputs = tf.map_fn(lambda args: traced(*args), inputs, fn_output_signature=specs)
+    outputs = [tf.reshape(t, [count * rows, *t.shape[2:]])[:n] for t in outputs]
+    return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+
+
+def standard_normal(shape, dtype, seed: tuple[int, int] | None = None) -> tf.Tensor:
+    """N(0, 1) draws of ``shape`` by TensorFlow's stateless Philox normal; ``seed`` (a pair
+    of ints) gives the same draws on every call, None fresh ones (the seed of the draw then
+    comes from the stateful generator, so ``tf.random.set_seed`` still repeats a run).
+
+    The algorithm is named because XLA compiles the default ("auto_select") stateless
+    normal, and the stateful one, far slower on CPU than Philox (``tools/bench.py
+    density-throughput`` times sampling). Eagerly and in plain graphs "auto_select" is
+    Philox: seeded draws there are the ones TFP's distributions give for that seed. Compiled
+    by XLA they are other numbers, as they already are for TFP."""
+    if seed is None:
+        seed = tf.random.uniform([2], 0, SEED_LIMIT, dtype=tf.int64)
+    return tf.random.stateless_normal(shape, seed=seed, dtype=dtype, alg="philox")
