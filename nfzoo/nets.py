@@ -297,6 +297,8 @@ class MADE(keras.layers.Layer):
                 h = h + matmul(context, weights.context_kernel)
             if i < n - 1:
                 h = self.activation_fn(h)
+        if x.shape.rank == 2:  # the folded passes of the layers: no shape arithmetic
+            return tf.reshape(h, [-1, self.params_per_dim, self.input_dim])
         batch = tf.shape(x)[:-1]
         return tf.reshape(h, tf.concat([batch, [self.params_per_dim, self.input_dim]], 0))
 
@@ -360,14 +362,20 @@ class MADE(keras.layers.Layer):
         widths = [_degree_layout(d, D)[1] for d in degrees[1:]]
         K, biases, context_kernel = plan or self.solve_plan()
         # the kernels out of hidden layer l, one block of rows per degree: [D, width, cols]
-        blocks = [tf.reshape(K[i + 1], [D, width, -1]) for i, width in enumerate(widths)]
-        batch = tf.shape(target)[:1]
-        pre = [tf.zeros(tf.concat([batch, tf.shape(b)], 0), dtype) + b for b in biases]
+        # (a frozen plan, numpy arrays, is cut up here: the graph holds one constant a step)
+        if not (unroll and isinstance(K[0], np.ndarray)):
+            K = [tf.convert_to_tensor(k) for k in K]
+        reshape = tf.reshape if tf.is_tensor(K[0]) else np.reshape
+        blocks = [reshape(K[i + 1], [D, width, -1]) for i, width in enumerate(widths)]
+        natural = np.array_equal(by_degree, np.arange(D))
+        target = target if natural else tf.gather(target, by_degree, axis=-1)
+        zero = tf.zeros_like(target[:, :1])  # [N, 1]
+        pre = [zero + b for b in biases]
         if context is not None:
             pre[0] += matmul(context, context_kernel)
-        target = tf.gather(target, by_degree, axis=-1)
         u0 = tf.zeros_like(target)
-        ldj0 = tf.zeros(batch, dtype)
+        ldj0 = zero[:, 0]
+        one_hot = np.eye(D, dtype=dtype.as_numpy_dtype)
 
         def step(s, u, pre, ldj):
             pre = list(pre)
@@ -377,7 +385,7 @@ class MADE(keras.layers.Layer):
             params = tf.slice(pre[L], tf.stack([0, s * P]), [-1, P])
             u_s, ldj_s = law(tf.slice(target, tf.stack([0, s]), [-1, 1]), params[:, :, None])
             pre[0] += u_s * K[0][s][None, :]
-            u += u_s * tf.one_hot(s, D, dtype=dtype)[None, :]
+            u += u_s * (one_hot[s] if unroll else tf.one_hot(s, D, dtype=dtype))[None, :]
             return u, pre, ldj + ldj_s
 
         if unroll:
@@ -392,7 +400,7 @@ class MADE(keras.layers.Layer):
             _, u, _, ldj = tf.while_loop(
                 lambda s, *_: s < D, body, (tf.constant(0), u0, pre, ldj0), maximum_iterations=D
             )
-        return tf.gather(u, np.argsort(by_degree), axis=-1), ldj
+        return (u if natural else tf.gather(u, np.argsort(by_degree), axis=-1)), ldj
 
     @property
     def input_degrees(self) -> np.ndarray:

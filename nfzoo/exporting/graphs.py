@@ -169,9 +169,9 @@ def _autoregressive_kernel(layer) -> ExportKernel:
     output columns it needs; written out step by step up to ``UNROLL_LIMIT`` dimensions."""
     made = layer.made
 
-    def frozen(weights: MadeWeights) -> MadeWeights:
+    def frozen(weights: MadeWeights) -> MadeWeights:  # numpy: constants in the traced graph
         def const(t):
-            return None if t is None else _const(t.numpy(), layer)
+            return None if t is None else t.numpy().astype(layer.dtype.as_numpy_dtype)
 
         return MadeWeights(
             [const(k) for k in weights.kernels],
