@@ -175,5 +175,6 @@ def run(args, meta: dict) -> int:
         f"{args.hidden}) after {args.steps} steps of batch {TRAIN_BATCH} (Adam 1e-3) on "
         f"the D-dimensional mixture, D in {args.dims}; {args.test} held-out samples"
     )
+    title += tables.bayesflow_note(args.systems)
     tables.write(args.out, "density_quality", meta, quality_table(rows), title)
     return 0

@@ -171,5 +171,6 @@ def run(args, meta: dict) -> int:
         f"thousands of points/s, {args.n} points per call: median (min-max) of "
         f"{args.repeats} repeats of {args.calls} call(s); threads {meta['threads']}"
     )
+    title += tables.bayesflow_note(args.systems)
     tables.write(args.out, "density_throughput", meta, density_table(rows), title)
     return 0

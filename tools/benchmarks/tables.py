@@ -48,6 +48,18 @@ def _line(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+#: appended to a title whose table has BayesFlow in it
+BAYESFLOW_NOTE = (
+    "; BayesFlow's blocks are timed inside its worker process (the JSON pipe to it is outside "
+    "the time), each of its flows 3 dual couplings (6 couplings against nfzoo's 5)"
+)
+
+
+def bayesflow_note(systems) -> str:
+    """``BAYESFLOW_NOTE`` where ``systems`` has bayesflow, else ""."""
+    return BAYESFLOW_NOTE if "bayesflow" in systems else ""
+
+
 #: the row of a system that has no flow of the row's architecture: an empty cell
 UNSUPPORTED = {"unsupported": True}
 

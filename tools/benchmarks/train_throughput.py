@@ -245,6 +245,7 @@ def run(args, meta: dict) -> int:
         "steps/s x FLOPs per step (3 x forward dense-matmul FLOPs of each system's kernels) "
         "/ the faster TF matmul program's FLOP/s on nfzoo's kernel shapes"
     )
+    title += tables.bayesflow_note(args.systems)
     table = throughput_table(rows, limit_rows, memory_rows)
     tables.write(args.out, "train_throughput", meta, table, title)
     return 0
