@@ -274,9 +274,10 @@ class BayesFlowTrainer(BayesFlowWorker):
       - the affine scale is softplus(asinh(s) + log(e - 1)) (positive, 1 at s = 0; BayesFlow's
         soft clamp), nfzoo's exp(5 tanh(s / 5));
       - the spline learns its domain (4 more parameters per feature: left and bottom edges,
-        width and height) with bins at least 0.1 wide and high, and has linear tails of the
-        domain's slope outside it (the identity at initialisation), nfzoo's is fixed to
-        [-5, 5], bins at least 1e-3 of it, the identity outside;
+        width and height) with bins at least 0.1 wide and high and interior derivatives with
+        no floor, and has linear tails of the domain's slope outside it (the identity at
+        initialisation); nfzoo's is fixed to [-5, 5], bins at least 1e-3 of it, derivatives
+        at least 1e-3, the identity outside;
       - hidden kernels start orthogonal (BayesFlow's default), nfzoo's Glorot-uniform;
       - ``compile`` is BayesFlow's (Keras' ``jit_compile="auto"``: a TF graph on a CPU-only
         machine, XLA with an accelerator; ``info`` records it), one step per call of the
