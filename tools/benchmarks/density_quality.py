@@ -6,7 +6,10 @@ with ``passes=2``, a coupling; 8 bins on [-5, 5] in both libraries), on D-dimens
 Gaussian mixtures (``--dims``, ``mixture``: an ``nfzoo.targets.GaussianMixture``) whose log
 density is known exactly; estimated on 20,000 held-out samples of p, with its standard error;
 over several seeds the mean +- standard error across seeds, and the paired difference to
-zuko's flow of the same kind, seed by seed.
+zuko's flow of the same kind, seed by seed. ``--systems bayesflow`` (realnvp and nsf only)
+adds BayesFlow's ``CouplingFlow`` (affine or spline, ``peers.BayesFlowTrainer``), trained on
+the same batches by its Keras ``fit`` in a worker process run by ``--bayesflow-python``, which
+returns log q of the test points.
 """
 
 from __future__ import annotations
@@ -16,13 +19,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import tables
-from .peers import TRAIN_BATCH, TRAIN_LAYERS, make_trainer, supports
+from .peers import (
+    BAYESFLOW,
+    TRAIN_BATCH,
+    TRAIN_LAYERS,
+    add_bayesflow_option,
+    close,
+    make_trainer,
+    supports,
+)
 from .timing import error_text
 
 COMMAND = "density-quality"
 HELP = "KL(p||q) at equal budget and size"
 THREADS = True
 QUALITY_SYSTEMS = ("nfzoo", "tfp-xla", "zuko")
+#: in the order of the table
+ALL_QUALITY_SYSTEMS = (*QUALITY_SYSTEMS, BAYESFLOW)
 
 if TYPE_CHECKING:
     from nfzoo.targets import GaussianMixture
@@ -37,6 +50,10 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--hidden", nargs="+", type=int, default=[64, 64])
     p.add_argument("--test", type=int, default=20_000, help="held-out samples of p")
+    p.add_argument(
+        "--systems", nargs="+", default=list(QUALITY_SYSTEMS), choices=ALL_QUALITY_SYSTEMS
+    )
+    add_bayesflow_option(p)
 
 
 def mixture(dim: int = 8, components: int = 8, seed: int = 0) -> GaussianMixture:
@@ -61,6 +78,9 @@ def density_quality(
     n_test: int,
     dims: list[int] = (8,),
     archs: list[str] = ("maf",),
+    systems=QUALITY_SYSTEMS,
+    bayesflow_python: str = "python",
+    threads: int = 0,
 ) -> list[dict]:
     """Per D, architecture, seed and system: train ``steps`` steps on fresh batches (the same
     for every system), then KL(p || q) on ``n_test`` held-out samples of p, with its standard
@@ -75,12 +95,15 @@ def density_quality(
             test = mix.sample(n_test, rng)
             log_p = mix.log_prob(test.astype(np.float64)).numpy()
             for arch in archs:
-                for system in [s for s in QUALITY_SYSTEMS if supports(s, arch)]:
+                for system in [s for s in systems if supports(s, arch)]:
                     row = {"system": system, "arch": arch, "seed": seed, "steps": steps}
                     row.update(hidden=hidden, dim=dim)
                     label = f"D={dim} {arch} seed {seed} {system}"
+                    trainer = None
                     try:
-                        trainer = make_trainer(system, arch, train, hidden, seed)
+                        trainer = make_trainer(
+                            system, arch, train, hidden, seed, bayesflow_python, threads
+                        )
                         row["train_s"] = trainer.block(steps)
                         d = log_p - trainer.log_prob(test).astype(np.float64)
                         row["finite"] = int(np.isfinite(d).sum())
@@ -88,9 +111,13 @@ def density_quality(
                         row["kl"] = float(d.mean())
                         row["kl_se"] = float(d.std(ddof=1) / np.sqrt(len(d)))
                         print(f"{label}: KL {row['kl']:.4f} +- {row['kl_se']:.4f} nats")
+                        if system == BAYESFLOW:
+                            row["bayesflow"] = trainer.info
                     except Exception as e:
                         row["error"] = error_text(e)
                         print(f"{label} failed: {row['error']}")
+                    finally:
+                        close(trainer)
                     rows.append(row)
     return rows
 
@@ -110,7 +137,7 @@ def quality_table(rows: list[dict]) -> str:
     for dim, arch in keys:
         here = [r for r in rows if (r["dim"], r.get("arch", "maf")) == (dim, arch)]
         zuko = {r["seed"]: r["kl"] for r in here if r["system"] == "zuko" and "kl" in r}
-        for system in QUALITY_SYSTEMS:
+        for system in ALL_QUALITY_SYSTEMS:
             rs = [r for r in here if r["system"] == system]
             if not rs:
                 continue
@@ -127,7 +154,17 @@ def quality_table(rows: list[dict]) -> str:
 
 
 def run(args, meta: dict) -> int:
-    rows = density_quality(args.steps, args.seeds, args.hidden, args.test, args.dims, args.archs)
+    rows = density_quality(
+        args.steps,
+        args.seeds,
+        args.hidden,
+        args.test,
+        args.dims,
+        args.archs,
+        args.systems,
+        args.bayesflow_python,
+        args.threads,
+    )
     meta.update(
         rows=rows,
         mixture="benchmarks.density_quality.mixture(dim=D, components=8, seed=0), "
@@ -138,5 +175,6 @@ def run(args, meta: dict) -> int:
         f"{args.hidden}) after {args.steps} steps of batch {TRAIN_BATCH} (Adam 1e-3) on "
         f"the D-dimensional mixture, D in {args.dims}; {args.test} held-out samples"
     )
+    title += tables.bayesflow_note(args.systems)
     tables.write(args.out, "density_quality", meta, quality_table(rows), title)
     return 0

@@ -4,7 +4,12 @@ untrained, in nfzoo (``flow.log_prob`` / ``flow.sample`` in ``tf.function(jit_co
 ``nfzoo-graph`` without XLA), TFP stock (``dist.log_prob`` / ``dist.sample`` in
 ``tf.function``, graph and XLA) and zuko (``flow().log_prob`` / ``flow().sample`` under
 ``torch.inference_mode``). MAF sampling is the sequential direction (D conditioner passes per
-layer) in all three.
+layer) in all three. ``--archs nsf nsf-ar`` adds the spline flows (nfzoo and zuko; TFP has no
+stock spline flow). ``bayesflow`` (not in the default set; realnvp and nsf only): BayesFlow's
+``CouplingFlow`` (``peers.BayesFlowTrainer``), untrained, its network's ``log_prob`` /
+``sample`` in one ``tf.function`` each, in a worker process run by ``--bayesflow-python``
+that times its own blocks of calls (the pipe to it is outside the time), interleaved with the
+others' rounds; with it the table adds "nfzoo / bayesflow".
 """
 
 from __future__ import annotations
@@ -12,8 +17,20 @@ from __future__ import annotations
 import functools
 
 from . import tables
-from .peers import ALL_SYSTEMS, TRAIN_SYSTEMS, mixture_sample, nfzoo_flow, tfp_flow, zuko_flow
-from .timing import CallRunner, interleaved, rate_stats
+from .peers import (
+    ALL_SYSTEMS,
+    BAYESFLOW,
+    TRAIN_SYSTEMS,
+    BayesFlowTrainer,
+    add_bayesflow_option,
+    close,
+    mixture_sample,
+    nfzoo_flow,
+    supports,
+    tfp_flow,
+    zuko_flow,
+)
+from .timing import CallRunner, error_text, interleaved, rate_stats
 
 COMMAND = "density-throughput"
 HELP = "log_prob and sample points/s"
@@ -22,18 +39,30 @@ DENSITY_N = 10_000
 
 
 def add_arguments(p) -> None:
-    archs = ["maf", "realnvp"]
-    p.add_argument("--archs", nargs="+", default=archs, choices=archs)
+    archs = ["maf", "realnvp", "nsf", "nsf-ar"]
+    p.add_argument("--archs", nargs="+", default=archs[:2], choices=archs)
     p.add_argument("--dims", nargs="+", type=int, default=[8, 64])
     p.add_argument("--n", type=int, default=DENSITY_N, help="points per call")
     p.add_argument("--calls", type=int, default=1, help="calls per timed block")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--systems", nargs="+", default=list(TRAIN_SYSTEMS), choices=ALL_SYSTEMS)
+    add_bayesflow_option(p)
 
 
-def density_runner(system: str, arch: str, dim: int, task: str, n: int) -> CallRunner:
+def density_runner(
+    system: str,
+    arch: str,
+    dim: int,
+    task: str,
+    n: int,
+    bayesflow_python: str = "python",
+    threads: int = 0,
+):
     """``log_prob`` of ``n`` points or ``sample`` of ``n`` points, one per call."""
     x = mixture_sample(dim, n=n)
+    if system == BAYESFLOW:
+        worker = BayesFlowTrainer(arch, dim, python=bayesflow_python, threads=threads)
+        return worker.calls(task, n, x if task == "log_prob" else None)
     if system == "zuko":
         import torch
 
@@ -61,18 +90,29 @@ def density_runner(system: str, arch: str, dim: int, task: str, n: int) -> CallR
 
 
 def density_throughput(
-    archs: list[str], dims: list[int], calls: int, repeats: int, n: int, systems=TRAIN_SYSTEMS
+    archs: list[str],
+    dims: list[int],
+    calls: int,
+    repeats: int,
+    n: int,
+    systems=TRAIN_SYSTEMS,
+    bayesflow_python: str = "python",
+    threads: int = 0,
 ) -> list[dict]:
     rows = []
     for dim in dims:
         for arch in archs:
+            arch_systems = [s for s in systems if supports(s, arch)]
             for task in ("log_prob", "sample"):
                 makers = {
-                    s: functools.partial(density_runner, s, arch, dim, task, n) for s in systems
+                    s: functools.partial(
+                        density_runner, s, arch, dim, task, n, bayesflow_python, threads
+                    )
+                    for s in arch_systems
                 }
                 label = f"{arch} D={dim} {task}"
                 results = interleaved(makers, calls, repeats, label)
-                for s in systems:
+                for s in arch_systems:
                     row = {"arch": arch, "dim": dim, "task": task, "system": s, "n": n}
                     row["calls_per_block"] = calls
                     if "error" in results[s]:
@@ -80,7 +120,14 @@ def density_throughput(
                     else:
                         row.update(rate_stats(calls * n, results[s], "points_per_s"))
                         print(f"{label} {s}: {row['median_points_per_s']:.0f} points/s")
+                        if s == BAYESFLOW:
+                            try:
+                                row["bayesflow"] = results[s]["runner"].info
+                            except RuntimeError as e:
+                                row["error"] = error_text(e)
                     rows.append(row)
+                for res in results.values():
+                    close(res.get("runner"))
                 del results, makers
     return rows
 
@@ -90,24 +137,40 @@ def density_table(rows: list[dict]) -> str:
     names = [tables.NAMES[s].replace("fit, ", "") for s in systems]
     lines, compile_lines = [], []
     keys = sorted({(r["arch"], r["dim"], r["task"]) for r in rows}, key=lambda k: (k[1], k))
+    against = [BAYESFLOW] if BAYESFLOW in systems else []
     for key in keys:
         by = {r["system"]: r for r in rows if (r["arch"], r["dim"], r["task"]) == key}
+        for s in systems:
+            by.setdefault(s, tables.UNSUPPORTED)
         cells = [tables.cell(by[s], "points_per_s", 1e3) for s in systems]
-        lines.append([*key, *cells, tables.ratio_cell(by, systems, "points_per_s")])
+        cells.append(tables.ratio_cell(by, systems, "points_per_s"))
+        cells += [tables.ratio_cell(by, systems, "points_per_s", against=s) for s in against]
+        lines.append([*key, *cells])
         compile_lines.append([*key, *(tables.compile_cell(by[s]) for s in systems)])
+    ratios = ["nfzoo / fastest peer", *(f"nfzoo / {s}" for s in against)]
     return (
-        tables.markdown(["flow", "D", "task", *names, "nfzoo / fastest peer"], lines)
+        tables.markdown(["flow", "D", "task", *names, *ratios], lines)
         + "\n\ncompile / first-block overhead, s\n\n"
         + tables.markdown(["flow", "D", "task", *names], compile_lines)
     )
 
 
 def run(args, meta: dict) -> int:
-    rows = density_throughput(args.archs, args.dims, args.calls, args.repeats, args.n, args.systems)
+    rows = density_throughput(
+        args.archs,
+        args.dims,
+        args.calls,
+        args.repeats,
+        args.n,
+        args.systems,
+        args.bayesflow_python,
+        args.threads,
+    )
     meta.update(rows=rows)
     title = (
         f"thousands of points/s, {args.n} points per call: median (min-max) of "
         f"{args.repeats} repeats of {args.calls} call(s); threads {meta['threads']}"
     )
+    title += tables.bayesflow_note(args.systems)
     tables.write(args.out, "density_throughput", meta, density_table(rows), title)
     return 0

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from . import tables
-from .peers import NPE_BINS, NPE_LEARNING_RATE, NPE_SYSTEMS, make_npe
+from .peers import NPE_BINS, NPE_LEARNING_RATE, NPE_SYSTEMS, add_bayesflow_option, make_npe
 from .timing import error_text, interleaved, rate_stats
 
 COMMAND = "npe"
@@ -67,7 +67,7 @@ def add_arguments(p) -> None:
     p.add_argument("--observations", nargs="+", type=int, default=list(range(1, 11)))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--systems", nargs="+", default=list(NPE_SYSTEMS), choices=NPE_SYSTEMS)
-    p.add_argument("--bayesflow-python", default="python", help="interpreter with bayesflow")
+    add_bayesflow_option(p)
     p.add_argument("--bayesflow-transform", default="affine", choices=["affine", "spline"])
 
 

@@ -14,7 +14,12 @@ Density flows (train-throughput, density-throughput, density-quality, peak-memor
   - zuko (PyTorch, CPU): ``zuko.flows.MAF(D, transforms=5, hidden_features=[256, 256])``,
     ``zuko.flows.RealNVP`` (zuko's NICE with affine couplings, alternating checkered masks) and
     ``zuko.flows.NSF`` (8 bins on [-5, 5] as nfzoo's; ``nsf-ar`` autoregressive, ``nsf`` with
-    ``passes=2``, a coupling).
+    ``passes=2``, a coupling);
+  - BayesFlow (``bayesflow``, in a worker process of its own interpreter,
+    ``bayesflow_worker --mode density``): ``bf.networks.CouplingFlow(depth=ceil(5 / 2),
+    transform="affine")`` beside realnvp, ``transform="spline"`` (8 bins, default domain
+    [-5, 5]) beside nsf, subnets of the same widths; see ``BayesFlowTrainer`` for what is
+    matched and what differs.
 
 Glow (glow-throughput): nfzoo's ``GLOW_NFZOO`` and TFP's stock ``GLOW_TFP``.
 
@@ -39,11 +44,13 @@ import nfzoo
 
 from .timing import NfzooTrainer, TfpTrainer, ZukoTrainer
 
+#: BayesFlow's coupling flow, run by another interpreter (``--bayesflow-python``)
+BAYESFLOW = "bayesflow"
 TRAIN_SYSTEMS = ("nfzoo", "tfp-graph", "tfp-xla", "zuko")
-ALL_SYSTEMS = ("nfzoo", "nfzoo-graph", "tfp-graph", "tfp-xla", "zuko")
+ALL_SYSTEMS = ("nfzoo", "nfzoo-graph", "tfp-graph", "tfp-xla", "zuko", BAYESFLOW)
 #: trained only: without a gradient it is nfzoo itself
 PLAIN_MATMUL = "nfzoo-plain-matmul"
-TRAINED_SYSTEMS = ("nfzoo", "nfzoo-graph", PLAIN_MATMUL, "tfp-graph", "tfp-xla", "zuko")
+TRAINED_SYSTEMS = ("nfzoo", "nfzoo-graph", PLAIN_MATMUL, "tfp-graph", "tfp-xla", "zuko", BAYESFLOW)
 TRAIN_BATCH = 512
 TRAIN_LAYERS = 5
 TRAIN_HIDDEN = [256, 256]
@@ -60,6 +67,9 @@ ZUKO_FLOWS = {
 }
 #: architectures TFP ships a stock flow of
 TFP_ARCHS = ("maf", "realnvp")
+#: the transform of BayesFlow's ``CouplingFlow`` beside each nfzoo coupling architecture (it
+#: has no autoregressive flow)
+BAYESFLOW_TRANSFORMS = {"realnvp": "affine", "nsf": "spline"}
 
 
 def mixture_sample(dim: int, n: int = 16 * TRAIN_BATCH, components: int = 8, seed: int = 0):
@@ -76,8 +86,23 @@ def mixture_sample(dim: int, n: int = 16 * TRAIN_BATCH, components: int = 8, see
 
 
 def supports(system: str, arch: str) -> bool:
-    """Whether ``system`` has a flow of ``arch`` (TFP has no stock spline flow)."""
-    return not system.startswith("tfp") or arch in TFP_ARCHS
+    """Whether ``system`` has a flow of ``arch`` (TFP has no stock spline flow, BayesFlow no
+    autoregressive one)."""
+    if system.startswith("tfp"):
+        return arch in TFP_ARCHS
+    if system == BAYESFLOW:
+        return arch in BAYESFLOW_TRANSFORMS
+    return True
+
+
+def add_bayesflow_option(p) -> None:
+    """``--bayesflow-python``, the interpreter of the system ``bayesflow``."""
+    p.add_argument(
+        "--bayesflow-python",
+        default="python",
+        help="interpreter with bayesflow, for the system bayesflow (see "
+        "tools/benchmarks/bayesflow_worker.py for its environment)",
+    )
 
 
 def nfzoo_flow(arch: str, dim: int, hidden=TRAIN_HIDDEN, seed: int = 0):
@@ -124,9 +149,18 @@ def zuko_flow(arch: str, dim: int, hidden=TRAIN_HIDDEN, seed: int = 0):
     return cls(features=dim, transforms=TRAIN_LAYERS, hidden_features=hidden, **options)
 
 
-def make_trainer(system: str, arch: str, x, hidden=TRAIN_HIDDEN, seed: int = 0):
+def make_trainer(
+    system: str,
+    arch: str,
+    x,
+    hidden=TRAIN_HIDDEN,
+    seed: int = 0,
+    bayesflow_python: str = "python",
+    threads: int = 0,
+):
     """The trainer (``block(steps) -> seconds``, ``log_prob``, ``kernels``) of ``system``'s
-    flow of ``arch`` on the data ``x`` (batch ``TRAIN_BATCH``, Adam at ``TRAIN_LR``)."""
+    flow of ``arch`` on the data ``x`` (batch ``TRAIN_BATCH``, Adam at ``TRAIN_LR``); BayesFlow's
+    worker runs under ``bayesflow_python`` with ``threads`` (0: TF's default)."""
     dim = x.shape[1]
     if system in ("nfzoo", "nfzoo-graph", PLAIN_MATMUL):
         make = functools.partial(nfzoo_flow, arch, dim, hidden, seed)
@@ -138,7 +172,189 @@ def make_trainer(system: str, arch: str, x, hidden=TRAIN_HIDDEN, seed: int = 0):
         return TfpTrainer(make, x, TRAIN_LR, TRAIN_BATCH, jit=system == "tfp-xla")
     if system == "zuko":
         return ZukoTrainer(zuko_flow(arch, dim, hidden, seed), x, TRAIN_LR, TRAIN_BATCH)
+    if system == BAYESFLOW:
+        return BayesFlowTrainer(arch, dim, x, hidden, seed, bayesflow_python, threads)
     raise ValueError(f"unknown system {system!r}")
+
+
+def close(runner) -> None:
+    """Ends a runner's worker process, if it has one."""
+    if hasattr(runner, "close"):
+        runner.close()
+
+
+# ---- BayesFlow: a worker process speaking JSON lines ------------------------------------
+
+
+class BayesFlowWorker:
+    """The worker process ``benchmarks.bayesflow_worker`` under the interpreter ``python``,
+    started with ``options`` (and ``--data``, an .npz of ``arrays``); ``ask`` sends one JSON
+    command and returns its reply. A reply with an error, or the worker ending, raises
+    RuntimeError (with the last lines the worker wrote to stderr), which ``interleaved`` and
+    the subcommands record as the row's error."""
+
+    def __init__(self, python: str, options: list[str], arrays: dict | None = None):
+        self.tmp = tempfile.TemporaryDirectory()
+        command = [python, "-m", f"{__package__}.bayesflow_worker", *options]
+        if arrays:
+            data = Path(self.tmp.name) / "stream.npz"
+            np.savez(data, **arrays)
+            command += ["--data", str(data)]
+        # the worker runs as a module of this package, found from the folder above it (the
+        # other interpreter has neither nfzoo nor this package installed)
+        tools = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (tools, os.environ.get("PYTHONPATH")) if p)
+        self.stderr = open(Path(self.tmp.name) / "stderr.txt", "w+")  # noqa: SIM115
+        self.files = 0
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            bufsize=1,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+
+    def ask(self, command: dict) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(command) + "\n")
+            self.proc.stdin.flush()
+            for line in self.proc.stdout:
+                if line.startswith("@@"):
+                    answer = json.loads(line[2:])
+                    if "error" in answer:
+                        raise RuntimeError(f"BayesFlow worker: {answer['error']}")
+                    return answer
+        except BrokenPipeError:
+            pass
+        raise RuntimeError(
+            f"the BayesFlow worker ended (exit code {self.proc.wait()}): {self.stderr_tail()}"
+        )
+
+    def stderr_tail(self, lines: int = 3) -> str:
+        self.stderr.flush()
+        self.stderr.seek(0)
+        return " ".join(self.stderr.read().strip().splitlines()[-lines:])[-300:]
+
+    def file(self, array) -> str:
+        """``array`` as float32 in a new .npy file of this worker's folder; its path."""
+        self.files += 1
+        path = Path(self.tmp.name) / f"points-{self.files}.npy"
+        np.save(path, np.asarray(array, np.float32))
+        return str(path)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=60)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+        self.tmp.cleanup()
+
+
+class BayesFlowTrainer(BayesFlowWorker):
+    """BayesFlow's flow beside nfzoo's ``arch`` (realnvp: ``CouplingFlow(transform="affine")``,
+    nsf: ``transform="spline"``) on D = ``dim`` features, trained on ``x`` (None: untrained)
+    by ``bayesflow_worker --mode density``: Keras ``fit`` of a ``BasicEstimator`` with no
+    conditions and no standardisation, Adam at ``TRAIN_LR``, batch ``TRAIN_BATCH``, the batches
+    of ``x`` in order, each block from the first batch (as ``NfzooTrainer``).
+
+    Matched to nfzoo's flow: couplings on the two halves alternately (each of BayesFlow's
+    layers is a dual coupling, first half then second, so ``permutation=None``), no ActNorm
+    (nfzoo's realnvp and nsf have none), MLP subnets of ``hidden`` units with ReLU and no
+    dropout, a zero-initialised output layer (both libraries: every coupling starts as the
+    identity), the spline with 8 bins on [-5, 5]. What differs:
+      - depth ceil(5 / 2) = 3 dual couplings: 6 couplings against nfzoo's 5 (BayesFlow has no
+        odd count); the FLOP columns count its own kernels;
+      - the affine scale is softplus(asinh(s) + log(e - 1)) (positive, 1 at s = 0; BayesFlow's
+        soft clamp), nfzoo's exp(5 tanh(s / 5));
+      - the spline learns its domain (4 more parameters per feature: left and bottom edges,
+        width and height) with bins at least 0.1 wide and high and interior derivatives with
+        no floor, and has linear tails of the domain's slope outside it (the identity at
+        initialisation); nfzoo's is fixed to [-5, 5], bins at least 1e-3 of it, derivatives
+        at least 1e-3, the identity outside;
+      - hidden kernels start orthogonal (BayesFlow's default), nfzoo's Glorot-uniform;
+      - ``compile`` is BayesFlow's (Keras' ``jit_compile="auto"``: a TF graph on a CPU-only
+        machine, XLA with an accelerator; ``info`` records it), one step per call of the
+        compiled function; nfzoo's ``compile()`` is XLA with 10 steps per call;
+      - ``log_prob`` and ``sample`` are the network's, in one ``tf.function`` with the
+        estimator's ``jit_compile``."""
+
+    def __init__(
+        self,
+        arch: str,
+        dim: int,
+        x=None,
+        hidden=TRAIN_HIDDEN,
+        seed: int = 0,
+        python: str = "python",
+        threads: int = 0,
+    ):
+        if arch not in BAYESFLOW_TRANSFORMS:
+            raise ValueError(f"BayesFlow has no flow of {arch!r}")
+        transform = BAYESFLOW_TRANSFORMS[arch]
+        options = ["--mode", "density", "--dim", str(dim), "--batch", str(TRAIN_BATCH)]
+        options += ["--depth", str(math.ceil(TRAIN_LAYERS / 2)), "--transform", transform]
+        options += ["--hidden", *map(str, hidden), "--permutation", "none", "--no-actnorm"]
+        options += ["--activation", "relu", "--dropout", "0"]
+        if transform == "spline":
+            spline = nfzoo.architectures.architecture("nsf").options
+            options += ["--bins", str(spline["bins"]), "--bound", str(spline["bound"])]
+        options += ["--lr", str(TRAIN_LR), "--seed", str(seed), "--threads", str(threads)]
+        super().__init__(python, options, None if x is None else {"x": x})
+        self._info = None
+
+    @property
+    def info(self) -> dict:
+        if self._info is None:
+            self._info = self.ask({"cmd": "info"})
+        return self._info
+
+    @property
+    def kernels(self) -> list[tuple[int, int]]:
+        return [tuple(k) for k in self.info["kernels"]]
+
+    def block(self, steps: int) -> float:
+        return self.ask({"cmd": "block", "steps": steps})["seconds"]
+
+    def log_prob(self, x) -> np.ndarray:
+        path = self.file(x)
+        return np.asarray(self.ask({"cmd": "log_prob", "points": path})["log_prob"])
+
+    def memory(self) -> dict:
+        return self.ask({"cmd": "memory"})
+
+    def calls(self, task: str, n: int, x=None) -> BayesFlowCalls:
+        """The call runner of ``log_prob`` on the points ``x`` or of ``sample`` of ``n``."""
+        return BayesFlowCalls(self, task, n, None if x is None else self.file(x))
+
+
+class BayesFlowCalls:
+    """A block is ``calls`` calls of the worker's ``log_prob`` on its points (or ``sample`` of
+    ``n`` points), timed by the worker (as ``timing.CallRunner``: each result brought to the
+    host); ``close`` ends the worker."""
+
+    def __init__(self, worker: BayesFlowTrainer, task: str, n: int, points: str | None):
+        self.worker, self.task, self.n, self.points = worker, task, n, points
+
+    def block(self, calls: int) -> float:
+        if self.task == "log_prob":
+            command = {"cmd": "time_log_prob", "points": self.points, "calls": calls}
+        else:
+            command = {"cmd": "time_sample", "n": self.n, "calls": calls}
+        return self.worker.ask(command)["seconds"]
+
+    @property
+    def info(self) -> dict:
+        return self.worker.info
+
+    def close(self) -> None:
+        self.worker.close()
 
 
 def import_peers() -> None:
@@ -316,32 +532,17 @@ class ZukoNpe:
         return draw
 
 
-class BayesFlowNpe:
-    """The worker process ``benchmarks.bayesflow_worker``, run by ``--bayesflow-python``; one
-    JSON line per command."""
+class BayesFlowNpe(BayesFlowWorker):
+    """The worker process ``benchmarks.bayesflow_worker --mode npe``, run by
+    ``--bayesflow-python``; one JSON line per command."""
 
     def __init__(self, task, theta, x, args, threads: int):
-        self.tmp = tempfile.TemporaryDirectory()
-        data = Path(self.tmp.name) / "stream.npz"
-        np.savez(data, theta=theta, x=x)
-        command = [args.bayesflow_python, "-m", f"{__package__}.bayesflow_worker"]
-        command += ["--data", str(data), "--batch", str(args.batch)]
-        command += ["--depth", str(math.ceil(args.layers / 2))]
-        command += ["--hidden", *map(str, args.hidden), "--transform", args.bayesflow_transform]
-        command += ["--lr", str(NPE_LEARNING_RATE), "--seed", str(args.seed)]
-        command += ["--threads", str(threads)]
-        # the worker runs as a module of this package, found from the folder above it (the
-        # other interpreter has neither nfzoo nor this package installed)
-        tools = str(Path(__file__).resolve().parents[1])
-        path = os.pathsep.join(p for p in (tools, os.environ.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            env={**os.environ, "PYTHONPATH": path},
-        )
+        options = ["--mode", "npe", "--batch", str(args.batch)]
+        options += ["--depth", str(math.ceil(args.layers / 2))]
+        options += ["--hidden", *map(str, args.hidden), "--transform", args.bayesflow_transform]
+        options += ["--lr", str(NPE_LEARNING_RATE), "--seed", str(args.seed)]
+        options += ["--threads", str(threads)]
+        super().__init__(args.bayesflow_python, options, {"theta": theta, "x": x})
         self.seed = args.seed
 
     @property
@@ -351,32 +552,17 @@ class BayesFlowNpe:
     @property
     def info(self) -> dict:
         # asked when needed: BayesFlow builds its networks on the first batch it is fitted on
-        return self._ask({"cmd": "info"})
-
-    def _ask(self, command: dict) -> dict:
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-        for line in self.proc.stdout:
-            if line.startswith("@@"):
-                return json.loads(line[2:])
-        raise RuntimeError(f"the BayesFlow worker ended (exit code {self.proc.wait()})")
+        return self.ask({"cmd": "info"})
 
     def block(self, steps: int) -> float:
-        return self._ask({"cmd": "block", "steps": steps})["seconds"]
+        return self.ask({"cmd": "block", "steps": steps})["seconds"]
 
     def draw(self, x_obs):
         def draw(m, r):
             command = {"cmd": "sample", "x": x_obs.tolist(), "n": m, "seed": self.seed * 1000 + r}
-            return np.asarray(self._ask(command)["samples"], dtype=np.float64)
+            return np.asarray(self.ask(command)["samples"], dtype=np.float64)
 
         return draw
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-            self.proc.stdin.flush()
-            self.proc.wait(timeout=60)
-        self.tmp.cleanup()
 
 
 def make_npe(system: str, task, theta, x, args, threads: int):

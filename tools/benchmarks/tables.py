@@ -20,6 +20,7 @@ NAMES = {
     "tfp-graph": "TFP (tf.function)",
     "tfp-xla": "TFP (XLA)",
     "zuko": "zuko (torch)",
+    "bayesflow": "BayesFlow (fit, graph)",
     "matmul-xla": "TF matmuls (XLA)",
     "matmul-graph": "TF matmuls (graph)",
 }
@@ -47,8 +48,26 @@ def _line(cells: Sequence[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+#: appended to a title whose table has BayesFlow in it
+BAYESFLOW_NOTE = (
+    "; BayesFlow's blocks are timed inside its worker process (the JSON pipe to it is outside "
+    "the time), each of its flows 3 dual couplings (6 couplings against nfzoo's 5)"
+)
+
+
+def bayesflow_note(systems) -> str:
+    """``BAYESFLOW_NOTE`` where ``systems`` has bayesflow, else ""."""
+    return BAYESFLOW_NOTE if "bayesflow" in systems else ""
+
+
+#: the row of a system that has no flow of the row's architecture: an empty cell
+UNSUPPORTED = {"unsupported": True}
+
+
 def cell(row: dict, unit: str, scale: float = 1.0, fmt: str = ".1f") -> str:
-    """ "median (min-max)" of a row's rate, or its error."""
+    """ "median (min-max)" of a row's rate, its error, or "" for no such flow."""
+    if row.get("unsupported"):
+        return ""
     if "error" in row:
         return f"failed: {row['error'][:120]}"
     med, lo, hi = (row[f"{k}_{unit}"] / scale for k in ("median", "min", "max"))
@@ -59,14 +78,16 @@ def ratio_cell(
     by: dict[str, dict], systems: list[str], unit: str, against: str | None = None
 ) -> str:
     """nfzoo's median over ``against``'s (by default the fastest peer's; peers: systems not
-    named nfzoo*), then the median (min-max) of the same ratio taken round by round: both
-    systems ran one block in every round of ``interleaved``, seconds apart, so the per-round
-    ratio is the one least moved by the machine's load drifting during the run."""
+    named nfzoo*, BayesFlow among them), then the median (min-max) of the same ratio taken
+    round by round: both systems ran one block in every round of ``interleaved``, seconds
+    apart, so the per-round ratio is the one least moved by the machine's load drifting during
+    the run. Systems that failed or have no such flow count as no peer."""
+    key = f"median_{unit}"
     if against is None:
-        peers = [s for s in systems if not s.startswith("nfzoo") and "error" not in by[s]]
+        peers = [s for s in systems if not s.startswith("nfzoo") and key in by.get(s, {})]
     else:
-        peers = [s for s in systems if s == against and "error" not in by[s]]
-    if "nfzoo" not in by or "error" in by["nfzoo"] or not peers:
+        peers = [s for s in systems if s == against and key in by.get(s, {})]
+    if key not in by.get("nfzoo", {}) or not peers:
         return "-"
     best = max(peers, key=lambda s: by[s][f"median_{unit}"])
     ratio = by["nfzoo"][f"median_{unit}"] / by[best][f"median_{unit}"]

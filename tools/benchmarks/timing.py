@@ -34,7 +34,8 @@ def interleaved(
             first[name] = runners[name].block(work)
         except Exception as e:  # recorded in the table instead of a number
             errors[name] = error_text(e)
-            runners.pop(name, None)
+            # a runner with a worker process ends it
+            getattr(runners.pop(name, None), "close", lambda: None)()
             print(f"{label} {name} failed: {errors[name]}")
     live = [name for name in makers if name in runners]
     # one untimed round first: a graph system's second block can still pay one-off costs

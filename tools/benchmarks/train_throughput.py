@@ -15,12 +15,19 @@ float32 sample of a Gaussian mixture (``peers.mixture_sample``), for the systems
     once with ``jit_compile=True``, fed by the same tf.data pipeline;
   - zuko (PyTorch, CPU): a plain loop with ``torch.optim.Adam`` over the same batches; torch
     is set to as many intra- and inter-op threads as TF uses by default (the cores this
-    process may run on); ``--threads N`` gives both N intra- and N inter-op threads.
+    process may run on); ``--threads N`` gives both N intra- and N inter-op threads;
+  - bayesflow (not in the default set; realnvp and nsf only): BayesFlow's ``CouplingFlow``
+    (affine or spline, ``peers.BayesFlowTrainer``) trained by its Keras ``fit`` on the same
+    batches, in a worker process run by ``--bayesflow-python``, which times its own blocks
+    (the pipe to it is outside the time); its rounds interleave with the others' in the same
+    run. With it the table adds "nfzoo / bayesflow".
 Interleaved with them, the machine's limit (see matmul-limit), so that each system's rate is
 also given as achieved matmul FLOP/s (``step_flops`` of its own kernels x steps/s) over that
 limit. With ``--memory`` (default), each system then trains again alone in a subprocess
 (``peak-memory``: first block + one block) whose peak RSS is reported with the increment over
-the same interpreter's RSS after its imports (the baseline).
+the same interpreter's RSS after its imports (the baseline); BayesFlow's is a fresh worker, its
+increment over that interpreter's own RSS after its imports (TensorFlow, Keras, BayesFlow),
+not counted in the baseline column.
 """
 
 from __future__ import annotations
@@ -33,20 +40,23 @@ from . import tables
 from .matmul_limit import limit, limit_makers, limit_rows, step_flops
 from .peak_memory import peak_memory
 from .peers import (
+    BAYESFLOW,
     PLAIN_MATMUL,
     TRAIN_BATCH,
     TRAIN_HIDDEN,
     TRAIN_LAYERS,
     TRAIN_SYSTEMS,
     TRAINED_SYSTEMS,
+    add_bayesflow_option,
+    close,
     make_trainer,
     mixture_sample,
     supports,
 )
-from .timing import interleaved, rate_stats
+from .timing import error_text, interleaved, rate_stats
 
 COMMAND = "train-throughput"
-HELP = "training steps/s vs TFP's and zuko's flows"
+HELP = "training steps/s vs TFP's, zuko's and BayesFlow's flows"
 THREADS = True
 
 
@@ -69,6 +79,7 @@ def add_arguments(p) -> None:
         default=True,
         help="peak RSS of each system training alone, in a subprocess",
     )
+    add_bayesflow_option(p)
 
 
 def train_throughput(
@@ -80,6 +91,7 @@ def train_throughput(
     with_limit: bool = True,
     memory: bool = True,
     threads: int = 0,
+    bayesflow_python: str = "python",
 ) -> tuple[list[dict], list[dict], list[dict]]:
     """Returns (rows per system, matmul-limit rows, peak-memory rows)."""
     rows, all_limit_rows, memory_rows = [], [], []
@@ -87,7 +99,12 @@ def train_throughput(
         x = mixture_sample(dim)
         for arch in archs:
             arch_systems = [s for s in systems if supports(s, arch)]
-            makers = {s: functools.partial(make_trainer, s, arch, x) for s in arch_systems}
+            makers = {
+                s: functools.partial(
+                    make_trainer, s, arch, x, bayesflow_python=bayesflow_python, threads=threads
+                )
+                for s in arch_systems
+            }
             if with_limit:
                 makers.update(limit_makers(arch, dim))
             results = interleaved(makers, steps, repeats, f"{arch} D={dim}")
@@ -103,22 +120,35 @@ def train_throughput(
                     continue
                 row.update(rate_stats(steps, res, "steps_per_s"))
                 runner = res["runner"]
-                flops = step_flops(runner.kernels)
+                try:
+                    kernels = runner.kernels
+                except RuntimeError as e:  # a worker that answered its blocks but not this
+                    row["error"] = error_text(e)
+                    rows.append(row)
+                    continue
+                flops = step_flops(kernels)
                 rate = row["median_steps_per_s"] * flops
-                row.update(kernels=runner.kernels, flops_per_step=flops, flop_per_s=rate)
+                row.update(kernels=kernels, flops_per_step=flops, flop_per_s=rate)
                 if lim:
                     row["limit_fraction"] = rate / lim
                 if system.startswith("nfzoo"):
                     row["fit_call_s"] = runner.fit_call_s
+                if system == BAYESFLOW:
+                    row["bayesflow"] = runner.info
                 print(
                     f"{arch} D={dim} {system}: {row['median_steps_per_s']:.1f} steps/s, "
                     f"compile {row['compile_s']:.1f} s, {rate / 1e9:.1f} GFLOP/s"
                     + (f" = {row['limit_fraction']:.2f} of the limit" if lim else "")
                 )
                 rows.append(row)
+            for res in results.values():
+                close(res.get("runner"))
             del results, makers
             if memory:
-                memory_rows += [peak_memory(s, arch, dim, steps, threads) for s in arch_systems]
+                memory_rows += [
+                    peak_memory(s, arch, dim, steps, threads, bayesflow_python)
+                    for s in arch_systems
+                ]
     return rows, all_limit_rows, memory_rows
 
 
@@ -129,8 +159,8 @@ def throughput_table(
     names = [tables.NAMES[s] for s in systems]
     short = " / ".join(systems)
     header = ["flow", "D", *names, "nfzoo / fastest peer"]
-    if PLAIN_MATMUL in systems:
-        header.append(f"nfzoo / {PLAIN_MATMUL}")
+    against = [s for s in (PLAIN_MATMUL, BAYESFLOW) if s in systems]
+    header += [f"nfzoo / {s}" for s in against]
     if limit_rows:
         header += ["limit, GFLOP/s", f"fraction of limit ({short})"]
     if memory_rows:
@@ -139,11 +169,10 @@ def throughput_table(
     for arch, dim in sorted({(r["arch"], r["dim"]) for r in rows}, key=lambda k: (k[1], k[0])):
         by = {r["system"]: r for r in rows if (r["arch"], r["dim"]) == (arch, dim)}
         for s in systems:
-            by.setdefault(s, {"error": "no such flow"})
+            by.setdefault(s, tables.UNSUPPORTED)
         line = [arch, dim, *(tables.cell(by[s], "steps_per_s") for s in systems)]
         line.append(tables.ratio_cell(by, systems, "steps_per_s"))
-        if PLAIN_MATMUL in systems:
-            line.append(tables.ratio_cell(by, systems, "steps_per_s", against=PLAIN_MATMUL))
+        line += [tables.ratio_cell(by, systems, "steps_per_s", against=s) for s in against]
         if limit_rows:
             lim = limit([r for r in limit_rows if (r["arch"], r["dim"]) == (arch, dim)])
             fr = " / ".join(
@@ -159,11 +188,16 @@ def throughput_table(
                     for s in systems
                 )
             )
-            base = [m["baseline_mib"] for m in mem.values() if "baseline_mib" in m]
+            # BayesFlow's baseline is another interpreter's (its worker's)
+            base = [
+                m["baseline_mib"] for s, m in mem.items() if "baseline_mib" in m and s != BAYESFLOW
+            ]
             mcells = [
                 f"{mem[s]['peak_mib']:.0f} (+{mem[s]['increment_mib']:.0f})"
                 if "peak_mib" in mem.get(s, {})
-                else f"failed: {mem.get(s, {}).get('error', '-')[:120]}"
+                else f"failed: {mem[s].get('error', '-')[:120]}"
+                if s in mem
+                else ""
                 for s in systems
             ]
             memory_lines.append(
@@ -195,6 +229,7 @@ def run(args, meta: dict) -> int:
         args.limit,
         args.memory,
         args.threads,
+        args.bayesflow_python,
     )
     meta.update(
         batch=TRAIN_BATCH,
@@ -210,6 +245,7 @@ def run(args, meta: dict) -> int:
         "steps/s x FLOPs per step (3 x forward dense-matmul FLOPs of each system's kernels) "
         "/ the faster TF matmul program's FLOP/s on nfzoo's kernel shapes"
     )
+    title += tables.bayesflow_note(args.systems)
     table = throughput_table(rows, limit_rows, memory_rows)
     tables.write(args.out, "train_throughput", meta, table, title)
     return 0
