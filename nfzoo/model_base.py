@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,6 +36,7 @@ from nfzoo.files import (
 __all__ = [
     "DEFAULT_STEPS_PER_EXECUTION",
     "PretrainedModel",
+    "StepsInOneProgram",
     "TrainableModel",
     "build_optimizer_variables",
     "resolve_optimizer",
@@ -114,6 +116,8 @@ class TrainableModel(keras.Model):
 
     #: what the model minimises, for the error raised when ``compile`` is given a loss
     objective = "its own objective"
+    #: Keras's train function (set by ``make_train_function``)
+    train_function: Any
 
     def compile(
         self,
@@ -155,6 +159,73 @@ class TrainableModel(keras.Model):
             self.compile()
         build_optimizer_variables(self)
         return super().fit(*args, **kwargs)
+
+    def make_train_function(self, force: bool = False) -> Callable:
+        """Keras's train function, except that under XLA with several steps per execution and
+        no distribution strategy, the steps of one execution are one compiled program
+        (``StepsInOneProgram``). A ``train_step`` of these models returns the results of
+        their metrics (``get_metrics_result()``), which that program returns once at its end."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=True)
+        if (
+            not self.run_eagerly
+            and self.jit_compile is True
+            and self.steps_per_execution > 1
+            and not tf.distribute.has_strategy()
+        ):
+            self.train_function = StepsInOneProgram(self)
+        return self.train_function
+
+
+class StepsInOneProgram:
+    """The train function of a TrainableModel: ``steps_per_execution`` training steps in one
+    XLA program, a while loop over the execution's batches stacked on a leading axis.
+
+    Keras compiles each step alone and runs the steps of an execution from a graph loop,
+    which costs a launch of the compiled step and a hand-over of its inputs and outputs per
+    step; for these small models that is a fifth of a step (``tools/bench.py
+    train-throughput`` times ``fit``). An execution whose batches differ in shape (the last,
+    smaller batch of an epoch) or that has fewer batches runs them one compiled step each, as
+    Keras does."""
+
+    def __init__(self, model: TrainableModel):
+        self.model = model
+        self.steps = int(model.steps_per_execution)
+        self.one_step = tf.function(model.train_step, jit_compile=True, reduce_retracing=True)
+        self.all_steps = tf.function(self._all_steps, jit_compile=True, reduce_retracing=True)
+
+    def _all_steps(self, batches):
+        def body(i):
+            self.model.train_step(tf.nest.map_structure(lambda t: t[i], batches))
+            return i + 1
+
+        tf.while_loop(lambda i: i < self.steps, body, [tf.constant(0)])
+        return self.model.get_metrics_result()
+
+    def __call__(self, iterator) -> dict[str, tf.Tensor]:
+        batches = []
+        for _ in range(self.steps):
+            optional = iterator.get_next_as_optional()
+            if not optional.has_value():
+                break
+            batches.append(_without_optionals(optional.get_value()))
+        if not batches:
+            raise StopIteration
+        shapes = {tuple(tuple(t.shape) for t in tf.nest.flatten(b)) for b in batches}
+        if len(batches) == self.steps and len(shapes) == 1:
+            return self.all_steps(tf.nest.map_structure(lambda *t: tf.stack(t), *batches))
+        for batch in batches:
+            logs = self.one_step(batch)
+        return logs
+
+
+def _without_optionals(data):
+    """Keras's data with its empty ``tf.experimental.Optional`` parts (a missing target or
+    weight) as None, as Keras's own train function passes them."""
+    return keras.tree.map_structure(
+        lambda t: None if isinstance(t, tf.experimental.Optional) else t, data
+    )
 
 
 class PretrainedModel(TrainableModel):

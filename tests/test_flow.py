@@ -115,6 +115,8 @@ def test_ten_steps_per_execution_train_exactly_as_one():
         flow.fit(x, batch_size=64, epochs=2, shuffle=False, verbose=0)
         flows[steps] = flow
     assert flows[None].steps_per_execution == 10 and flows[1].steps_per_execution == 1
+    # the ten steps of a call are one XLA program (the last call, of one batch, is not)
+    assert isinstance(flows[None].train_function, nfzoo.model_base.StepsInOneProgram)
     assert flows[None].optimizer.iterations.numpy() == flows[1].optimizer.iterations.numpy() == 22
     for a, b in zip(flows[None].get_weights(), flows[1].get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
